@@ -1,0 +1,179 @@
+//! The little epcheck needs to know about a Service: whether it has a selector (then the
+//! endpoints controller owns its Endpoints and epcheck must not write them, SPEC §5.3).
+//!
+//! Only a handful of fields are decoded; everything else in the Service is ignored.
+
+use std::collections::BTreeMap;
+
+use http::Method;
+use serde::Deserialize;
+
+use super::Client;
+use super::request::{Action, Request};
+use crate::error::Error;
+use crate::path::{check_name, check_namespace};
+
+/// What epcheck reads of a `v1` Service.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `spec.selector`; empty for a selector-less Service (the kind epcheck serves).
+    pub selector: BTreeMap<String, String>,
+    /// `spec.type` (`ClusterIP`, `NodePort`, `LoadBalancer`, `ExternalName`), if set.
+    pub service_type: Option<String>,
+    /// `spec.clusterIP`, if set (`None` for headless is `Some("None")`).
+    pub cluster_ip: Option<String>,
+    /// `metadata.resourceVersion`.
+    pub resource_version: Option<String>,
+}
+
+impl ServiceInfo {
+    /// Whether the Service has a selector, so that its Endpoints belong to the endpoints
+    /// controller.
+    pub fn has_selector(&self) -> bool {
+        !self.selector.is_empty()
+    }
+
+    /// The selector as `k=v,k2=v2`.
+    pub fn selector_text(&self) -> String {
+        self.selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Decodes a Service from JSON (what the ApiServer returns). Never panics.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] when the body is not a Service.
+    pub fn from_json(body: &[u8]) -> Result<Self, Error> {
+        let wire: ServiceWire = crate::codec::from_json(body)?;
+        let meta = wire.metadata.unwrap_or_default();
+        Ok(Self {
+            namespace: meta.namespace.unwrap_or_default(),
+            name: meta.name.unwrap_or_default(),
+            selector: wire
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.clone())
+                .unwrap_or_default(),
+            service_type: wire.spec.as_ref().and_then(|s| s.service_type.clone()),
+            cluster_ip: wire.spec.as_ref().and_then(|s| s.cluster_ip.clone()),
+            resource_version: meta.resource_version,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct ServiceWire {
+    #[serde(default)]
+    metadata: Option<MetaWire>,
+    #[serde(default)]
+    spec: Option<SpecWire>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct MetaWire {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    resource_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecWire {
+    #[serde(default)]
+    selector: Option<BTreeMap<String, String>>,
+    #[serde(default, rename = "type")]
+    service_type: Option<String>,
+    #[serde(default, rename = "clusterIP")]
+    cluster_ip: Option<String>,
+}
+
+impl Client {
+    /// Reads a Service; `None` when it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidObjectName`] for a bad namespace or name; [`Error::Api`] for any
+    /// answer but `200` and `404` (a `403` says that epcheck needs `get` on `services`);
+    /// [`Error::Transport`]; [`Error::InvalidResponse`] when the body is not a Service.
+    pub async fn get_service(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ServiceInfo>, Error> {
+        check_namespace(namespace)?;
+        check_name(name)?;
+        let req = Request {
+            method: Method::GET,
+            path: format!(
+                "{}/api/v1/namespaces/{namespace}/services/{name}",
+                self.inner.api_prefix
+            ),
+            body: None,
+            action: Action {
+                verb: "get",
+                resource: "services",
+                namespace: Some(namespace.to_owned()),
+                name: Some(name.to_owned()),
+            },
+        };
+        match self.execute(&req).await {
+            Ok(resp) => {
+                ServiceInfo::from_json(&resp.body)
+                    .map(Some)
+                    .map_err(|e| Error::InvalidResponse {
+                        method: "GET".to_owned(),
+                        url: self.inner.base.join(&req.path),
+                        problem: e.to_string(),
+                    })
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn selector_less_and_selector() {
+        let s = ServiceInfo::from_json(
+            br#"{"kind":"Service","metadata":{"name":"redis","namespace":"default","resourceVersion":"9"},
+                "spec":{"ports":[{"port":6379}],"clusterIP":"10.96.0.10","type":"ClusterIP"}}"#,
+        )
+        .unwrap();
+        assert!(!s.has_selector());
+        assert_eq!(s.cluster_ip.as_deref(), Some("10.96.0.10"));
+        assert_eq!(s.resource_version.as_deref(), Some("9"));
+        let s = ServiceInfo::from_json(
+            br#"{"metadata":{"name":"web"},"spec":{"selector":{"app":"web","tier":"fe"}}}"#,
+        )
+        .unwrap();
+        assert!(s.has_selector());
+        assert_eq!(s.selector_text(), "app=web,tier=fe");
+        let s = ServiceInfo::from_json(br#"{"spec":{"selector":null}}"#).unwrap();
+        assert!(!s.has_selector());
+        let s = ServiceInfo::from_json(br#"{"spec":null,"metadata":null}"#).unwrap();
+        assert!(!s.has_selector());
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(ServiceInfo::from_json(b"<html>").is_err());
+        assert!(ServiceInfo::from_json(br#"{"spec":{"selector":[1]}}"#).is_err());
+    }
+}

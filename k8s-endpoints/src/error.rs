@@ -1,0 +1,323 @@
+//! The crate's one error type.
+//!
+//! Every message says what failed, on what (a path, a key, a value) and, where there is one
+//! obvious fix, what to do. Causes are kept as `#[source]` and are *not* repeated in the
+//! message, so that `anyhow`'s `{:#}` prints each part of the chain once.
+//!
+//! No variant ever carries a token: token errors name the file, never its contents.
+
+use std::path::PathBuf;
+
+/// A boxed cause from a codec, so that the concrete YAML library stays private to
+/// [`crate::codec`] and can be swapped without changing this type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No candidate token file exists.
+    #[error(
+        "no bearer token file found for token_file {setting}; tried {}; {hint}",
+        display_paths(tried)
+    )]
+    TokenNotFound {
+        /// How `token_file` was set, for the message (`"(empty: platform default)"`,
+        /// `"default"` or the configured path).
+        setting: String,
+        /// Every path that was looked at, in order.
+        tried: Vec<PathBuf>,
+        /// What the operator can do about it.
+        hint: String,
+    },
+
+    /// The first existing token file is empty or holds only whitespace.
+    #[error(
+        "bearer token file {} is empty (tried {}); write the service-account token into it or point token_file at a file that holds one",
+        path.display(),
+        display_paths(tried)
+    )]
+    TokenEmpty {
+        /// The empty file.
+        path: PathBuf,
+        /// Every path that was looked at, in order, ending with `path`.
+        tried: Vec<PathBuf>,
+    },
+
+    /// A token file exists but could not be read.
+    #[error(
+        "cannot read bearer token file {}; check that it is a readable file (tried {})",
+        path.display(),
+        display_paths(tried)
+    )]
+    TokenRead {
+        /// The file that failed.
+        path: PathBuf,
+        /// Every path that was looked at, in order, ending with `path`.
+        tried: Vec<PathBuf>,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A token file was read but its contents cannot be a bearer token. The message never
+    /// includes the contents.
+    #[error("bearer token file {} is not usable: {problem}", path.display())]
+    TokenInvalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, without the value.
+        problem: String,
+    },
+
+    /// The `endpointapi` path template is malformed.
+    #[error(
+        "invalid endpointapi path template {template:?}: {problem}; expected the form {expected:?}",
+        expected = crate::path::EXAMPLE_TEMPLATE
+    )]
+    InvalidPathTemplate {
+        /// The template as configured.
+        template: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// A namespace or object name that must not be put into a URL path.
+    #[error("invalid {what} {value:?}: {problem}")]
+    InvalidObjectName {
+        /// `"namespace"` or `"Endpoints name"`.
+        what: &'static str,
+        /// The rejected value.
+        value: String,
+        /// What is expected instead.
+        problem: String,
+    },
+
+    /// The desired object cannot be rendered for this Endpoints object: the template or the
+    /// configured ports would be rejected by the ApiServer.
+    #[error("cannot render Endpoints {object}: {problem}")]
+    InvalidTemplate {
+        /// `namespace/name` of the object.
+        object: String,
+        /// What is wrong and what is expected.
+        problem: String,
+    },
+
+    /// A `content_type` value that is neither JSON nor YAML.
+    #[error(
+        "unsupported content_type {value:?}; allowed values are \"application/yaml\" and \"application/json\""
+    )]
+    InvalidContentType {
+        /// The rejected value.
+        value: String,
+    },
+
+    /// A `not_ready` value that is neither `keep` nor `drop`.
+    #[error("unsupported not_ready policy {value:?}; allowed values are \"keep\" and \"drop\"")]
+    InvalidNotReadyPolicy {
+        /// The rejected value.
+        value: String,
+    },
+
+    /// A value could not be encoded.
+    #[error("cannot encode {what} as {format}")]
+    Encode {
+        /// `"JSON"` or `"YAML"`.
+        format: &'static str,
+        /// The type being encoded, e.g. `"Endpoints"`.
+        what: &'static str,
+        /// The codec's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A document could not be decoded.
+    #[error("cannot decode {what} from {format} at {}", if path.is_empty() { "the top level" } else { path.as_str() })]
+    Decode {
+        /// `"JSON"` or `"YAML"`.
+        format: &'static str,
+        /// The type being decoded, e.g. `"Endpoints"`.
+        what: &'static str,
+        /// The key path where decoding failed (`metadata.labels`), empty at the top level.
+        path: String,
+        /// The codec's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The ApiServer client configuration cannot be used (a bad URL, missing in-cluster
+    /// environment variables, …).
+    #[error("invalid ApiServer client configuration: {problem}")]
+    ClientConfig {
+        /// What is wrong and what to do.
+        problem: String,
+    },
+
+    /// The CA file cannot be read or holds no usable certificate.
+    #[error("cannot use CA file {}: {problem}", path.display())]
+    CaFile {
+        /// The CA file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        problem: String,
+        /// The I/O error, when reading failed.
+        #[source]
+        source: Option<std::io::Error>,
+    },
+
+    /// The TLS client configuration could not be built.
+    #[error("cannot build the TLS configuration for the ApiServer client: {problem}")]
+    Tls {
+        /// What failed.
+        problem: String,
+    },
+
+    /// The ApiServer answered with an error status. Boxed: the error carries the `Status`
+    /// and the request it answered.
+    #[error("{0}")]
+    Api(Box<crate::client::ApiError>),
+
+    /// The request did not get an answer: connection refused or dropped, TLS failure,
+    /// timeout. The message says which, on what URL, and what to check.
+    #[error("{method} {url}: {kind}{}{hint}", if hint.is_empty() { "" } else { "; " })]
+    Transport {
+        /// The HTTP method.
+        method: String,
+        /// The URL (never with credentials).
+        url: String,
+        /// What kind of failure.
+        kind: crate::client::TransportKind,
+        /// What to check; may be empty.
+        hint: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A successful response whose body is not what was expected (not JSON, too large, the
+    /// wrong shape).
+    #[error("{method} {url}: unusable response from the ApiServer: {problem}")]
+    InvalidResponse {
+        /// The HTTP method.
+        method: String,
+        /// The URL.
+        url: String,
+        /// What is wrong, with a short sanitized snippet of the body where useful.
+        problem: String,
+    },
+
+    /// The Service has a selector, so its Endpoints object belongs to the endpoints
+    /// controller, and epcheck refuses to write it (SPEC §5.3).
+    #[error(
+        "Service {namespace}/{name} has a selector ({selector}): its Endpoints object is owned by the Kubernetes endpoints controller, so epcheck will not write it; remove the selector from the Service (epcheck manages selector-less Services) or configure another name"
+    )]
+    SelectorOwned {
+        /// Namespace of the Service.
+        namespace: String,
+        /// Name of the Service.
+        name: String,
+        /// The selector, as `k=v,k2=v2`.
+        selector: String,
+    },
+
+    /// Every attempt to write the object lost a race with another writer (`409 Conflict`
+    /// each time, after re-reading it).
+    #[error(
+        "Endpoints {object} kept changing under epcheck: {attempts} writes in a row got 409 Conflict after re-reading it; another writer is updating the same object (is a second epcheck running without leader election, or does a controller own it?)"
+    )]
+    ConflictRetriesExhausted {
+        /// `namespace/name`.
+        object: String,
+        /// How many writes were attempted.
+        attempts: u32,
+        /// The last conflict.
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// The ApiServer's error, when this is one.
+    pub fn api(&self) -> Option<&crate::client::ApiError> {
+        match self {
+            Self::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The kind of the ApiServer's error, when this is one.
+    pub fn api_kind(&self) -> Option<crate::client::ApiErrorKind> {
+        self.api().map(crate::client::ApiError::kind)
+    }
+
+    /// Whether this is a `404 Not Found` from the ApiServer.
+    pub fn is_not_found(&self) -> bool {
+        self.api_kind() == Some(crate::client::ApiErrorKind::NotFound)
+    }
+
+    /// Whether this is a `409 Conflict` (a stale `resourceVersion`), not `AlreadyExists`.
+    pub fn is_conflict(&self) -> bool {
+        self.api_kind() == Some(crate::client::ApiErrorKind::Conflict)
+    }
+}
+
+/// Joins paths for messages: `"/a/token", "/b/token"`.
+fn display_paths(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return "no path".to_owned();
+    }
+    paths
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_not_found_names_every_path() {
+        let err = Error::TokenNotFound {
+            setting: "default".into(),
+            tried: vec![PathBuf::from("/w/token"), PathBuf::from("/w/conf/token")],
+            hint: "create one".into(),
+        };
+        let msg = err.to_string();
+        assert!(msg.contains("\"/w/token\", \"/w/conf/token\""), "{msg}");
+        assert!(msg.contains("create one"), "{msg}");
+    }
+
+    #[test]
+    fn empty_path_list_is_readable() {
+        assert_eq!(display_paths(&[]), "no path");
+    }
+
+    #[test]
+    fn decode_at_top_level() {
+        let err = Error::Decode {
+            format: "JSON",
+            what: "Endpoints",
+            path: String::new(),
+            source: "boom".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "cannot decode Endpoints from JSON at the top level"
+        );
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn path_template_error_shows_expected_form() {
+        let err = Error::InvalidPathTemplate {
+            template: "/x".into(),
+            problem: "missing".into(),
+        };
+        assert!(
+            err.to_string()
+                .contains("/api/v1/namespaces/myNameSpaces/endpoints/myEndPoints")
+        );
+    }
+}
