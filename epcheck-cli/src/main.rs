@@ -1,1 +1,69 @@
-fn main() {}
+//! The `epcheck` binary: parses flags, installs logging, runs a command, maps errors to exit codes
+//! (2 for usage and config errors, 1 for other failures).
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use epcheck::UsageError;
+use epcheck::cli::{Cli, Command, GlobalArgs, LogFormat};
+use epcheck::commands;
+use epcheck::config::{ConfigError, ProcessEnv, locate};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("epcheck: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let usage = e.downcast_ref::<UsageError>().is_some()
+                || e.chain().any(|c| c.downcast_ref::<ConfigError>().is_some());
+            eprintln!("epcheck: {e:#}");
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()));
+    let config_path = || locate(cli.global.config.as_deref(), &cwd, exe_dir.as_deref());
+    match &cli.command {
+        Command::Validate(args) => {
+            commands::validate::run(args, &config_path()?, &cwd, &ProcessEnv)
+        }
+        Command::Probe(args) => commands::probe::run(args).await,
+        Command::Plan(args) => commands::plan::run(args, &config_path()?, &ProcessEnv).await,
+    }
+}
+
+fn init_logging(global: &GlobalArgs) {
+    let level = match (global.quiet, global.verbose) {
+        (q, _) if q >= 2 => "off",
+        (1, _) => "error",
+        (_, 0) => "info",
+        (_, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("EPCHECK_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match global.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,137 @@
+//! Command-line flags (SPEC §7), parsed by clap. Turning them into checked values happens in the
+//! commands, which report bad values with exit code 2.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// epcheck keeps the Endpoints of selector-less Services equal to the backends that pass their
+/// health checks.
+#[derive(Debug, Parser)]
+#[command(name = "epcheck", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Config file; default: ./config.yaml, ./config/config.yaml, then the same next to the binary.
+    #[arg(short = 'f', long = "config", env = "EPCHECK_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less log output (-q errors only, -qq nothing).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Report format of `probe`, `plan`, `once` and `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A human table.
+    Text,
+    /// The documented JSON schema.
+    Json,
+}
+
+/// Report format of `plan` (YAML objects by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// The Endpoints objects, as YAML documents.
+    Yaml,
+    /// The documented JSON schema, with each object.
+    Json,
+    /// A human table.
+    Text,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the config file (and that the token and CA files exist); exit 0 valid, 2 invalid.
+    Validate(ValidateArgs),
+    /// Probe addresses once; exit 0 if all are up, 1 if any is down (a keepalived check script).
+    Probe(ProbeArgs),
+    /// Probe every configured target once and print the Endpoints objects that would be written,
+    /// without contacting the ApiServer.
+    Plan(PlanArgs),
+}
+
+/// `validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Fail (exit 2) on warnings too.
+    #[arg(long)]
+    pub strict: bool,
+    /// Report format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// `probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Addresses to probe: `ip:port`, IPv6 as `[fd00::1]:6379`.
+    #[arg(value_name = "ADDR", required_unless_present = "targets")]
+    pub addrs: Vec<String>,
+    /// Read addresses from a file, one `ip:port` per line (`#` comments and further columns
+    /// ignored); `-` reads standard input.
+    #[arg(long, value_name = "FILE")]
+    pub targets: Option<PathBuf>,
+    /// Timeout of one probe, in milliseconds.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub timeout_ms: u64,
+    /// Probes in flight at once (also capped by the open-file limit).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub concurrency: u64,
+    /// Text to write after connecting (escapes \r \n \t \\ are understood).
+    #[arg(long)]
+    pub send: Option<String>,
+    /// Require the reply to contain this text.
+    #[arg(long, conflicts_with = "expect_regex")]
+    pub expect: Option<String>,
+    /// Require the reply to match this regular expression.
+    #[arg(long)]
+    pub expect_regex: Option<String>,
+    /// Report format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Report format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = PlanFormat::Yaml)]
+    pub output: PlanFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,120 @@
+//! `epcheck validate`: check the config file, and that the token and CA files are there.
+
+use std::path::Path;
+
+use k8s_endpoints::{TokenLocation, read_token};
+use serde::Serialize;
+
+use crate::cli::{OutputFormat, ValidateArgs};
+use crate::config::{ConfigError, Diagnostic, Environment, Loaded, Severity, load};
+
+#[derive(Serialize)]
+struct ValidateReport<'a> {
+    file: String,
+    valid: bool,
+    services: usize,
+    targets: usize,
+    errors: &'a [Diagnostic],
+    warnings: &'a [Diagnostic],
+}
+
+/// Runs `validate` on the file at `path`; returns the exit code (0 valid, 2 invalid).
+pub fn run(
+    args: &ValidateArgs,
+    path: &Path,
+    cwd: &Path,
+    env: &dyn Environment,
+) -> anyhow::Result<u8> {
+    let (errors, mut warnings, counts) = match load(path, env) {
+        Ok(Loaded { config, warnings }) => {
+            let counts = (config.services.len(), config.target_count());
+            let mut warnings = warnings;
+            warnings.extend(check_files(&config, cwd));
+            (Vec::new(), warnings, counts)
+        }
+        Err(ConfigError::Invalid {
+            errors, warnings, ..
+        }) => (errors, warnings, (0, 0)),
+        Err(e) => return Err(e.into()),
+    };
+    warnings.sort_by_key(|d| d.line);
+    let fails_strict = args.strict && !warnings.is_empty();
+    let valid = errors.is_empty() && !fails_strict;
+    match args.output {
+        OutputFormat::Json => {
+            let report = ValidateReport {
+                file: path.display().to_string(),
+                valid,
+                services: counts.0,
+                targets: counts.1,
+                errors: &errors,
+                warnings: &warnings,
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        OutputFormat::Text => {
+            for d in errors.iter().chain(&warnings) {
+                println!("{}", d.display_with(path));
+            }
+            if errors.is_empty() {
+                println!(
+                    "{}: valid ({} services, {} targets, {} warnings{})",
+                    path.display(),
+                    counts.0,
+                    counts.1,
+                    warnings.len(),
+                    if args.strict && !warnings.is_empty() {
+                        "; --strict fails on warnings"
+                    } else {
+                        ""
+                    }
+                );
+            } else {
+                println!(
+                    "{}: invalid ({} error{})",
+                    path.display(),
+                    errors.len(),
+                    if errors.len() == 1 { "" } else { "s" }
+                );
+            }
+        }
+    }
+    Ok(if valid { 0 } else { 2 })
+}
+
+/// Checks that the token file (and the CA file, when one is set) can be read. These are
+/// warnings, not errors: `validate` is often run off-cluster, before the files exist.
+fn check_files(config: &crate::config::Config, cwd: &Path) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let location = TokenLocation::from_setting(&config.token_file);
+    if let Err(e) = read_token(&location, cwd) {
+        out.push(Diagnostic {
+            severity: Severity::Warning,
+            key: "token_file".into(),
+            line: None,
+            message: format!("{e} (needed to talk to the ApiServer)"),
+        });
+    }
+    if let Some(ca) = &config.ca_file {
+        match std::fs::read(ca) {
+            Err(e) => out.push(Diagnostic {
+                severity: Severity::Warning,
+                key: "ca_file".into(),
+                line: None,
+                message: format!("cannot read {}: {e}", ca.display()),
+            }),
+            Ok(bytes)
+                if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") =>
+            {
+                out.push(Diagnostic {
+                    severity: Severity::Warning,
+                    key: "ca_file".into(),
+                    line: None,
+                    message: format!("{} holds no PEM certificate", ca.display()),
+                })
+            }
+            Ok(_) => {}
+        }
+    }
+    out
+}

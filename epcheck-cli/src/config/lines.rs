@@ -1,0 +1,168 @@
+//! Where each key of a YAML file is: a map from key path (`a.b[2].c`) to line number.
+//!
+//! serde_yaml gives a location only for the error it stops at; validation errors found later
+//! (a bad IP, a duplicate name) need the line too, so the file is also walked once with
+//! yaml-rust2's event parser, which reports a position for every key and sequence item.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, Parser};
+
+/// Key path → 1-based line, built once per loaded file.
+#[derive(Debug, Default, Clone)]
+pub struct LineIndex {
+    lines: HashMap<String, usize>,
+}
+
+enum Frame {
+    /// A mapping; `key` is the key whose value comes next (None while a key is expected).
+    Map { path: String, key: Option<String> },
+    /// A sequence; `next` is the index of the next item.
+    Seq { path: String, next: usize },
+}
+
+impl LineIndex {
+    /// Indexes `text`. A file that does not parse gives an empty index (serde_yaml reports the
+    /// syntax error with its own location).
+    pub fn build(text: &str) -> Self {
+        let mut index = LineIndex::default();
+        let mut stack: Vec<Frame> = Vec::new();
+        let mut parser = Parser::new_from_str(text);
+        while let Ok((event, mark)) = parser.next_token() {
+            let line = mark.line();
+            match event {
+                Event::StreamEnd => break,
+                Event::Scalar(value, ..) => {
+                    if let Some(Frame::Map { path, key }) = stack.last_mut()
+                        && key.is_none()
+                    {
+                        let child = join_key(path, &value);
+                        index.lines.entry(child).or_insert(line);
+                        *key = Some(value);
+                        continue;
+                    }
+                    index.value_done(&mut stack, line);
+                }
+                Event::Alias(_) => index.value_done(&mut stack, line),
+                Event::MappingStart(..) => {
+                    let path = index.child_path(&mut stack, line);
+                    stack.push(Frame::Map { path, key: None });
+                }
+                Event::SequenceStart(..) => {
+                    let path = index.child_path(&mut stack, line);
+                    stack.push(Frame::Seq { path, next: 0 });
+                }
+                Event::MappingEnd | Event::SequenceEnd => {
+                    stack.pop();
+                    index.finish_value(&mut stack);
+                }
+                _ => {}
+            }
+        }
+        index
+    }
+
+    /// The line of `path`, or of its closest indexed ancestor.
+    pub fn line_of(&self, path: &str) -> Option<usize> {
+        let mut p = path;
+        loop {
+            if let Some(line) = self.lines.get(p) {
+                return Some(*line);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+
+    /// The path of the value that starts now, recording its line when it is a sequence item.
+    fn child_path(&mut self, stack: &mut [Frame], line: usize) -> String {
+        match stack.last_mut() {
+            None => String::new(),
+            Some(Frame::Map { path, key }) => join_key(path, key.as_deref().unwrap_or("")),
+            Some(Frame::Seq { path, next }) => {
+                let child = format!("{path}[{next}]");
+                self.lines.entry(child.clone()).or_insert(line);
+                child
+            }
+        }
+    }
+
+    /// A scalar value ended: record sequence items and advance the parent.
+    fn value_done(&mut self, stack: &mut [Frame], line: usize) {
+        if let Some(Frame::Seq { path, next }) = stack.last() {
+            self.lines.entry(format!("{path}[{next}]")).or_insert(line);
+        }
+        self.finish_value(stack);
+    }
+
+    fn finish_value(&mut self, stack: &mut [Frame]) {
+        match stack.last_mut() {
+            Some(Frame::Map { key, .. }) => *key = None,
+            Some(Frame::Seq { next, .. }) => *next += 1,
+            None => {}
+        }
+    }
+}
+
+fn join_key(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "\
+interval: 2000
+redis:
+  ipport: a
+service_healthcheck_list:
+  redis:
+    port: 1
+    iplist:
+      - name: n1
+        ip: 1.1.1.1
+      - name: n2
+        ip: bad
+probe: {rise: 2, fall: 3}
+list: [a, b]
+";
+
+    #[test]
+    fn finds_keys_items_and_nested_values() {
+        let idx = LineIndex::build(TEXT);
+        assert_eq!(idx.line_of("interval"), Some(1));
+        assert_eq!(idx.line_of("redis.ipport"), Some(3));
+        assert_eq!(
+            idx.line_of("service_healthcheck_list.redis.iplist"),
+            Some(7)
+        );
+        assert_eq!(
+            idx.line_of("service_healthcheck_list.redis.iplist[0]"),
+            Some(8)
+        );
+        assert_eq!(
+            idx.line_of("service_healthcheck_list.redis.iplist[1].ip"),
+            Some(11)
+        );
+        assert_eq!(idx.line_of("probe.fall"), Some(12));
+        assert_eq!(idx.line_of("list[1]"), Some(13));
+    }
+
+    #[test]
+    fn unknown_paths_fall_back_to_the_closest_ancestor() {
+        let idx = LineIndex::build(TEXT);
+        assert_eq!(idx.line_of("redis.password"), Some(2));
+        assert_eq!(idx.line_of("nothing.here"), None);
+    }
+
+    #[test]
+    fn broken_yaml_does_not_panic() {
+        let idx = LineIndex::build("a: [\n b: {\n");
+        let _ = idx.line_of("a");
+    }
+}

@@ -1,0 +1,297 @@
+//! The configuration: the original Go tool's `config.yaml`, unchanged, plus epcheck's optional keys.
+//!
+//! Loading reads the file once, parses it into lenient raw types ([`raw`]), then [`validate`]
+//! turns those into the checked types below, collecting every error and warning with its key
+//! path and line. Nothing deeper in epcheck sees an `Option` that validation could have settled.
+
+mod diagnostic;
+mod lines;
+mod locate;
+mod probe;
+mod reader;
+mod services;
+mod validate;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_endpoints::{ContentType, EndpointPort, Endpoints, NotReadyPolicy, PathTemplate};
+use probe_core::Check;
+use secrecy::SecretString;
+
+pub use diagnostic::{ConfigError, Diagnostic, Severity};
+pub use lines::LineIndex;
+pub use locate::{default_candidates, locate};
+pub use validate::check;
+
+/// The environment, read through a seam so tests never call `std::env::set_var`.
+pub trait Environment {
+    /// The value of variable `key`, if set and valid UTF-8.
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Environment for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+impl Environment for HashMap<String, String> {
+    fn var(&self, key: &str) -> Option<String> {
+        self.get(key).cloned()
+    }
+}
+
+/// A loaded, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub source: PathBuf,
+    /// `interval`: time between two probes of one target.
+    pub interval: Duration,
+    /// `pingtimeout`: timeout of one probe.
+    pub timeout: Duration,
+    /// `url`: the ApiServer base URL; `None` = in-cluster (`KUBERNETES_SERVICE_HOST`/`_PORT`).
+    pub url: Option<String>,
+    /// `endpointapi`: the path template of one Endpoints object.
+    pub endpoint_api: PathTemplate,
+    /// `content_type`: body format of writes.
+    pub content_type: ContentType,
+    /// `token_file`: the raw setting (empty, `default` or a path), resolved by
+    /// [`k8s_endpoints::token`] at use.
+    pub token_file: String,
+    /// `ca_file`: CA bundle for the ApiServer; `None` = the service-account `ca.crt` when present.
+    pub ca_file: Option<PathBuf>,
+    /// `insecure_skip_tls_verify`: skip TLS verification (warned about).
+    pub insecure_skip_tls_verify: bool,
+    /// `redis`: the Redis store; `None` = in-memory store.
+    pub redis: Option<RedisConfig>,
+    /// The services, from `service_info` joined with `service_healthcheck_list`, sorted by key.
+    pub services: Vec<ServiceConfig>,
+    /// `endpoint_template`: the object created when none exists; its ports are the serving ports.
+    pub endpoint_template: Endpoints,
+    /// Probe settings shared by all services (per-service values are in [`ServiceConfig::probe`]).
+    pub probe: ProbeSettings,
+    /// `probe.concurrency`: probes in flight at once (also capped by the open-file limit).
+    pub concurrency: usize,
+    /// `failsafe`.
+    pub failsafe: Failsafe,
+    /// `resync_interval`: how often every owned object is re-read and repaired.
+    pub resync_interval: Duration,
+    /// `mode`.
+    pub mode: Mode,
+    /// `metrics`.
+    pub metrics: MetricsConfig,
+    /// `notify`.
+    pub notify: NotifyConfig,
+    /// `leader_election`.
+    pub leader_election: LeaderElection,
+}
+
+impl Config {
+    /// The service with key `key`.
+    pub fn service(&self, key: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.key == key)
+    }
+
+    /// Number of configured targets over all services.
+    pub fn target_count(&self) -> usize {
+        self.services.iter().map(|s| s.targets.len()).sum()
+    }
+}
+
+/// One service: the Endpoints object it owns and the backends that should serve it.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The key used in `service_info` and `service_healthcheck_list`.
+    pub key: String,
+    /// Namespace of the Endpoints object.
+    pub namespace: String,
+    /// Name of the Endpoints object (and of its Service).
+    pub name: String,
+    /// Health-check port; `0` disables the TCP probe.
+    pub port: u16,
+    /// The backends.
+    pub targets: Vec<TargetConfig>,
+    /// Probe settings after per-service overrides.
+    pub probe: ProbeSettings,
+    /// Serving ports when they differ from the template's.
+    pub ports: Option<Vec<EndpointPort>>,
+    /// `not_ready` after the per-service override.
+    pub not_ready: NotReadyPolicy,
+}
+
+/// One backend of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    /// Node name, unique within the service.
+    pub name: String,
+    /// Address.
+    pub ip: IpAddr,
+}
+
+/// Which probe a service uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// TCP connect, optionally with send/expect.
+    Tcp,
+    /// HTTP GET.
+    Http,
+    /// Run a command.
+    Exec,
+}
+
+/// Probe settings of one service (global defaults merged with its overrides).
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    /// The probe kind.
+    pub kind: ProbeKind,
+    /// Consecutive successes before a down target is up again.
+    pub rise: u32,
+    /// Consecutive failures before an up target is down.
+    pub fall: u32,
+    /// Time between probes of one target.
+    pub interval: Duration,
+    /// Timeout of one probe.
+    pub timeout: Duration,
+    /// Time between re-probes of a target whose state is in doubt.
+    pub fast_interval: Duration,
+    /// Fraction of `interval` used to spread probes.
+    pub jitter: f64,
+    /// What a probe does (port 0 with no other check gives [`Check::Static`]).
+    pub check: Check,
+}
+
+/// Redis store settings.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `host:port` or a `redis://` / `rediss://` URL.
+    pub address: String,
+    /// Password (from `password`, `password_file` or `EPCHECK_REDIS_PASSWORD`); never printed.
+    pub password: Option<SecretString>,
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Database number.
+    pub db: u8,
+    /// Connect with TLS.
+    pub tls: bool,
+    /// Prefix of every key.
+    pub key_prefix: String,
+}
+
+/// What the fail-safe does (SPEC §5.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failsafe {
+    /// `hold` (default) or `off`.
+    pub mode: FailsafeMode,
+    /// The fail-safe only applies with at least this many targets.
+    pub min_targets: usize,
+    /// A target known to be up; while it fails nothing is written.
+    pub canary: Option<SocketAddr>,
+}
+
+/// `failsafe.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailsafeMode {
+    /// Write nothing while every target fails.
+    Hold,
+    /// No fail-safe.
+    Off,
+}
+
+/// `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// v1 Endpoints objects (the original behaviour).
+    Endpoints,
+    /// discovery.k8s.io/v1 EndpointSlices.
+    EndpointSlice,
+}
+
+/// `metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Listen address of the metrics and health server; `None` = disabled.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `notify`.
+#[derive(Debug, Clone, Default)]
+pub struct NotifyConfig {
+    /// Script run on every transition.
+    pub script: Option<PathBuf>,
+    /// Webhooks.
+    pub webhooks: Vec<Webhook>,
+}
+
+/// One webhook.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// Where to POST.
+    pub url: String,
+    /// Body format.
+    pub format: WebhookFormat,
+    /// Signing secret (DingTalk); never printed.
+    pub secret: Option<SecretString>,
+}
+
+/// Webhook body format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// A JSON event.
+    Json,
+    /// A DingTalk robot text message.
+    DingTalk,
+}
+
+/// `leader_election`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderElection {
+    /// Elect one writer among replicas.
+    pub enabled: bool,
+    /// Lease or Redis lock.
+    pub backend: LeaderBackend,
+    /// Lease / lock name.
+    pub name: String,
+    /// Lease namespace; `None` = `POD_NAMESPACE`, the token's namespace file, then `default`.
+    pub namespace: Option<String>,
+    /// Lease duration.
+    pub lease_duration: Duration,
+    /// A leader that cannot renew within this stops writing.
+    pub renew_deadline: Duration,
+    /// Time between attempts.
+    pub retry_period: Duration,
+}
+
+/// `leader_election.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderBackend {
+    /// A coordination.k8s.io/v1 Lease.
+    Lease,
+    /// A Redis lock key.
+    Redis,
+}
+
+/// A config together with the warnings found while checking it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The checked config.
+    pub config: Config,
+    /// Warnings (SPEC §3.4); `validate --strict` fails on them.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Reads and checks the config at `path`.
+pub fn load(path: &Path, env: &dyn Environment) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    check(&text, path, env)
+}

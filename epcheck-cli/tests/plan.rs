@@ -1,0 +1,148 @@
+//! `epcheck plan`: probe once, print the Endpoints each service would get.
+
+use fixtures::targets::{AcceptingTarget, RefusingTarget};
+use k8s_openapi::api::core::v1::Endpoints as OpenApiEndpoints;
+use serde::Deserialize as _;
+
+use crate::util::{Epcheck, Run};
+
+async fn run_async(e: &Epcheck, args: &[&str]) -> Run {
+    let out = tokio::process::Command::from(e.cmd(args))
+        .output()
+        .await
+        .unwrap();
+    Run::from(out)
+}
+
+/// A config whose services point at loopback targets on `port`.
+fn config(port: u16, extra: &str) -> String {
+    const TEMPLATE: &str = "\
+interval: 2000
+pingtimeout: 500
+url: https://127.0.0.1:6443
+endpointapi: /api/v1/namespaces/myNameSpaces/endpoints/myEndPoints
+content_type: application/yaml
+token_file: default
+EXTRA
+service_info:
+  web:
+    namespace: default
+    name: web
+service_healthcheck_list:
+  web:
+    port: PORT
+    iplist:
+      - name: node-01
+        ip: 127.0.0.1
+      - name: node-02
+        ip: 127.0.0.2
+      - name: node-03
+        ip: 127.0.0.3
+endpoint_template:
+  kind: Endpoints
+  apiVersion: v1
+  metadata:
+    name: web
+    namespace: default
+  subsets:
+    - ports:
+        - port: 8080
+          protocol: TCP
+";
+    TEMPLATE
+        .replace("PORT", &port.to_string())
+        .replace("EXTRA", extra)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yaml_plan_deserialises_with_k8s_openapi() {
+    // One listener on 127.0.0.1 only: 127.0.0.2 and 127.0.0.3 refuse on the same port.
+    let up = AcceptingTarget::start().await.unwrap();
+    let e = Epcheck::new();
+    let path = e.write("c.yaml", &config(up.addr().port(), ""));
+    let r = run_async(&e, &["plan", "-f", path.to_str().unwrap()]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let docs: Vec<OpenApiEndpoints> = serde_yaml::Deserializer::from_str(&r.stdout)
+        .map(|d| OpenApiEndpoints::deserialize(d).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 1);
+    let ep = &docs[0];
+    assert_eq!(ep.metadata.name.as_deref(), Some("web"));
+    assert_eq!(ep.metadata.namespace.as_deref(), Some("default"));
+    let subsets = ep.subsets.as_ref().unwrap();
+    assert_eq!(subsets.len(), 1);
+    let ready: Vec<&str> = subsets[0]
+        .addresses
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|a| a.ip.as_str())
+        .collect();
+    assert_eq!(ready, ["127.0.0.1"]);
+    let not_ready: Vec<&str> = subsets[0]
+        .not_ready_addresses
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|a| a.ip.as_str())
+        .collect();
+    assert_eq!(not_ready, ["127.0.0.2", "127.0.0.3"]);
+    assert_eq!(subsets[0].ports.as_ref().unwrap()[0].port, 8080);
+    assert_eq!(
+        ep.metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("epcheck")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_plan_follows_the_documented_schema() {
+    let up = AcceptingTarget::start().await.unwrap();
+    let e = Epcheck::new();
+    let path = e.write("c.yaml", &config(up.addr().port(), "not_ready: drop"));
+    let r = run_async(&e, &["plan", "-o", "json", "-f", path.to_str().unwrap()]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let s = &v["services"][0];
+    assert_eq!(s["service"], "web");
+    assert_eq!(s["namespace"], "default");
+    assert_eq!(s["name"], "web");
+    assert_eq!(s["action"], "planned");
+    assert_eq!(s["ready"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(
+        s["not_ready"],
+        serde_json::json!(["127.0.0.2", "127.0.0.3"])
+    );
+    assert!(s["error"].is_null());
+    let t = s["targets"].as_array().unwrap();
+    assert_eq!(t.len(), 3);
+    assert_eq!(t[0]["name"], "node-01");
+    assert_eq!(t[0]["up"], true);
+    assert!(t[0]["latency_ms"].is_number());
+    assert_eq!(t[1]["up"], false);
+    assert!(t[1]["error"].as_str().unwrap().contains("refused"));
+    // not_ready: drop leaves failing targets out of the object.
+    let subset = &s["endpoints"]["subsets"][0];
+    assert!(subset.get("notReadyAddresses").is_none(), "{subset}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_target_failing_holds_the_plan() {
+    let refused = RefusingTarget::new().unwrap();
+    let e = Epcheck::new();
+    let path = e.write("c.yaml", &config(refused.addr().port(), ""));
+    let r = run_async(&e, &["plan", "-o", "json", "-f", path.to_str().unwrap()]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["services"][0]["action"], "held");
+    assert!(
+        v["services"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("fail-safe")
+    );
+}

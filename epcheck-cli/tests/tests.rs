@@ -1,0 +1,8 @@
+//! Tests of the `epcheck` binary: each runs the real, built binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+mod plan;
+mod probe;
+mod validate;
