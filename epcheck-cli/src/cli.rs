@@ -74,6 +74,19 @@ pub enum Command {
     /// Probe every configured target once and print the Endpoints objects that would be written,
     /// without contacting the ApiServer.
     Plan(PlanArgs),
+    /// Probe every target once and reconcile every service once; exit 0 if all were reconciled.
+    Once(OnceArgs),
+}
+
+/// `once`.
+#[derive(Debug, Args)]
+pub struct OnceArgs {
+    /// Read from the ApiServer but write nothing; show what would change.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Report format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 /// `validate`.

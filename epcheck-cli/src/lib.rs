@@ -17,6 +17,7 @@
 //! # Ok::<(), epcheck::config::ConfigError>(())
 //! ```
 
+pub mod apiserver;
 pub mod cli;
 pub mod commands;
 pub mod config;

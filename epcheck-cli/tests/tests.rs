@@ -3,6 +3,7 @@
 
 mod util;
 
+mod once;
 mod plan;
 mod probe;
 mod validate;

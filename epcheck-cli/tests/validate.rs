@@ -195,3 +195,32 @@ fn bad_usage_exits_2() {
     let r = e.run(&["frobnicate"]);
     assert_eq!(r.code, 2, "{}", r.all());
 }
+
+#[test]
+fn ca_file_must_hold_a_certificate() {
+    let e = Epcheck::new();
+    e.write("conf/token", "abc");
+    e.write("ca.crt", "not a certificate\n");
+    let text = seed().replacen(
+        "token_file: default",
+        "token_file: default\nca_file: ca.crt",
+        1,
+    );
+    let path = e.write("c.yaml", &text);
+    let r = e.run(&["validate", "-f", path.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("ca_file"))
+        .unwrap_or_default();
+    assert!(line.contains("no PEM certificate"), "{}", r.stdout);
+    // A real CA (the stand-in ApiServer's, made at test time) passes.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt
+        .block_on(fixtures::apiserver::ApiServer::builder().tls(true).start())
+        .unwrap();
+    api.write_ca_pem(e.path("ca.crt")).unwrap();
+    let r = e.run(&["validate", "-f", path.to_str().unwrap()]);
+    assert!(!r.stdout.contains("ca_file"), "{}", r.stdout);
+}

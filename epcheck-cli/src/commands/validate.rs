@@ -96,24 +96,19 @@ fn check_files(config: &crate::config::Config, cwd: &Path) -> Vec<Diagnostic> {
         });
     }
     if let Some(ca) = &config.ca_file {
-        match std::fs::read(ca) {
-            Err(e) => out.push(Diagnostic {
+        let problem = match std::fs::read(ca) {
+            Err(e) => Some(format!("cannot read {}: {e}", ca.display())),
+            Ok(bytes) => k8s_endpoints::client::parse_ca_pem(ca, &bytes)
+                .err()
+                .map(|e| e.to_string()),
+        };
+        if let Some(message) = problem {
+            out.push(Diagnostic {
                 severity: Severity::Warning,
                 key: "ca_file".into(),
                 line: None,
-                message: format!("cannot read {}: {e}", ca.display()),
-            }),
-            Ok(bytes)
-                if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") =>
-            {
-                out.push(Diagnostic {
-                    severity: Severity::Warning,
-                    key: "ca_file".into(),
-                    line: None,
-                    message: format!("{} holds no PEM certificate", ca.display()),
-                })
-            }
-            Ok(_) => {}
+                message,
+            });
         }
     }
     out

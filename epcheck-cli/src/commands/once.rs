@@ -1,0 +1,123 @@
+//! `epcheck once [--dry-run]`: probe every target once, reconcile every service once, report.
+
+use std::path::Path;
+
+use k8s_endpoints::client::reconcile;
+use k8s_endpoints::{ReconcileAction, ReconcileMode, Renderer};
+
+use crate::apiserver::{connect, effective_policy, not_ready_supported};
+use crate::cli::{OnceArgs, OutputFormat};
+use crate::config::{Environment, Loaded, load};
+use crate::report::{Action, Report, ServiceReport, TargetReport};
+use crate::round::{failsafe_holds, probe_all};
+
+impl From<ReconcileAction> for Action {
+    fn from(a: ReconcileAction) -> Self {
+        match a {
+            ReconcileAction::Unchanged => Action::Unchanged,
+            ReconcileAction::Updated => Action::Updated,
+            ReconcileAction::Created => Action::Created,
+            ReconcileAction::WouldUpdate => Action::WouldUpdate,
+            ReconcileAction::WouldCreate => Action::WouldCreate,
+        }
+    }
+}
+
+/// Runs `once`; returns the exit code: 0 if every service was reconciled (or would be), 1
+/// otherwise (a failure, or the fail-safe holding every write).
+pub async fn run(
+    args: &OnceArgs,
+    path: &Path,
+    cwd: &Path,
+    env: &dyn Environment,
+) -> anyhow::Result<u8> {
+    let Loaded { config, warnings } = load(path, env)?;
+    for w in &warnings {
+        tracing::warn!("{}", w.display_with(path));
+    }
+    let client = connect(&config, cwd, env)?;
+    let mode = if args.dry_run {
+        ReconcileMode::DryRun
+    } else {
+        ReconcileMode::Apply
+    };
+    let concurrency = crate::effective_concurrency(config.concurrency);
+    let (round, supported) = tokio::join!(
+        probe_all(&config, concurrency),
+        not_ready_supported(&client)
+    );
+    let held = failsafe_holds(&config, &round);
+    if held {
+        tracing::error!(
+            "fail-safe: every probe failed; nothing is written (epcheck's own network is the \
+             likelier fault than every backend at once)"
+        );
+    }
+    let mut services = Vec::new();
+    for probes in &round {
+        let Some(service) = config.services.get(probes.index) else {
+            continue;
+        };
+        let (ready, not_ready) = (probes.ready(), probes.not_ready());
+        let mut report = ServiceReport {
+            service: service.key.clone(),
+            namespace: service.namespace.clone(),
+            name: service.name.clone(),
+            action: Action::Held,
+            ready: ready.clone(),
+            not_ready: not_ready.clone(),
+            error: None,
+            targets: probes
+                .results
+                .iter()
+                .map(|(t, o)| TargetReport::new(t, o))
+                .collect(),
+            endpoints: None,
+        };
+        if held {
+            report.error = Some("fail-safe: every probe failed; nothing written".into());
+        } else {
+            let policy = effective_policy(service.not_ready, supported);
+            let outcome = match Renderer::new(
+                &config.endpoint_template,
+                &service.namespace,
+                &service.name,
+                service.ports.clone(),
+                policy,
+            ) {
+                Ok(renderer) => reconcile(&client, &renderer, &ready, &not_ready, mode).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(o) => {
+                    if o.action.is_write() {
+                        tracing::info!(
+                            service = %service.key,
+                            object = %format!("{}/{}", service.namespace, service.name),
+                            action = %o.action,
+                            change = %o.diff,
+                            "endpoints reconciled"
+                        );
+                    }
+                    report.action = o.action.into();
+                }
+                Err(e) => {
+                    tracing::error!(service = %service.key, error = %e, "reconcile failed");
+                    report.action = Action::Failed;
+                    report.error = Some(format!("{e:#}"));
+                }
+            }
+        }
+        services.push(report);
+    }
+    let report = Report { services };
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => print!("{}", report.to_text()),
+    }
+    let ok = report
+        .services
+        .iter()
+        .all(|s| !matches!(s.action, Action::Failed | Action::Held));
+    Ok(if ok { 0 } else { 1 })
+}

@@ -1,0 +1,206 @@
+//! `epcheck once [--dry-run]` against the stand-in ApiServer and loopback targets.
+
+use fixtures::apiserver::{ApiServer, Permissions, Resource};
+use fixtures::targets::{AcceptingTarget, ToggleTarget};
+
+use crate::util::{Epcheck, Run};
+
+const TOKEN: &str = "once-test-token-5f1e";
+
+async fn run_async(e: &Epcheck, args: &[&str]) -> Run {
+    let out = tokio::process::Command::from(e.cmd(args))
+        .output()
+        .await
+        .unwrap();
+    Run::from(out)
+}
+
+/// A config for one service `web` in `default` with targets 127.0.0.1 and 127.0.0.2 on `port`.
+fn config(url: &str, port: u16, content_type: &str) -> String {
+    format!(
+        "interval: 2000
+pingtimeout: 500
+url: {url}
+endpointapi: /api/v1/namespaces/myNameSpaces/endpoints/myEndPoints
+content_type: {content_type}
+token_file: ./sa/token
+service_info:
+  web:
+    namespace: default
+    name: web
+service_healthcheck_list:
+  web:
+    port: {port}
+    iplist:
+      - name: node-01
+        ip: 127.0.0.1
+      - name: node-02
+        ip: 127.0.0.2
+endpoint_template:
+  kind: Endpoints
+  apiVersion: v1
+  metadata:
+    name: web
+    namespace: default
+  subsets:
+    - ports:
+        - port: 8080
+          protocol: TCP
+"
+    )
+}
+
+async fn setup(content_type: &str) -> (ApiServer, Epcheck, ToggleTarget, String) {
+    // The targets are loopback addresses, which a real ApiServer rejects: relax the stand-in.
+    let api = ApiServer::builder()
+        .strict_ips(false)
+        .start()
+        .await
+        .unwrap();
+    api.add_token(TOKEN, Permissions::all());
+    api.put_service("default", "web");
+    let target = ToggleTarget::start().await.unwrap();
+    let e = Epcheck::new();
+    e.write("sa/token", &format!("{TOKEN}\n"));
+    let path = e.write(
+        "c.yaml",
+        &config(&api.url(), target.addr().port(), content_type),
+    );
+    (api, e, target, path.to_str().unwrap().to_string())
+}
+
+fn ready_ips(api: &ApiServer) -> Vec<String> {
+    let obj = api
+        .get_object(Resource::Endpoints, "default", "web")
+        .unwrap();
+    obj["subsets"][0]["addresses"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x["ip"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_then_unchanged_then_one_update() {
+    let (api, e, mut target, cfg) = setup("application/yaml").await;
+
+    let r = run_async(&e, &["once", "-f", &cfg, "-o", "json"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["services"][0]["action"], "created");
+    assert_eq!(ready_ips(&api), ["127.0.0.1"]);
+    let writes = api.writes();
+    assert_eq!(
+        writes.len(),
+        1,
+        "{:?}",
+        writes.iter().map(|w| w.summary()).collect::<Vec<_>>()
+    );
+    assert_eq!(writes[0].method, "PUT");
+    assert_eq!(writes[0].content_type.as_deref(), Some("application/yaml"));
+
+    // Unchanged: no write at all.
+    api.clear_requests();
+    let r = run_async(&e, &["once", "-f", &cfg, "-o", "json"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["services"][0]["action"], "unchanged");
+    assert!(api.writes().is_empty());
+
+    // The target goes down: exactly one PUT, carrying the live resourceVersion.
+    let rv = api
+        .get_object(Resource::Endpoints, "default", "web")
+        .unwrap()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    target.refuse().await;
+    api.clear_requests();
+    let r = run_async(&e, &["once", "-f", &cfg]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("updated"), "{}", r.stdout);
+    let writes = api.writes();
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].method, "PUT");
+    let body = writes[0].body_json().unwrap();
+    assert_eq!(body["metadata"]["resourceVersion"], rv.as_str());
+    assert!(ready_ips(&api).is_empty());
+    // No log line or report carries the token.
+    assert!(!r.all().contains(TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_bodies_and_dry_run() {
+    let (api, e, _target, cfg) = setup("application/json").await;
+    let r = run_async(&e, &["once", "--dry-run", "-f", &cfg, "-o", "json"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["services"][0]["action"], "would-create");
+    assert_eq!(v["services"][0]["ready"], serde_json::json!(["127.0.0.1"]));
+    assert!(api.writes().is_empty(), "a dry run wrote");
+
+    let r = run_async(&e, &["once", "-f", &cfg]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let writes = api.writes();
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].content_type.as_deref(), Some("application/json"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_with_a_selector_is_not_taken_over() {
+    let api = ApiServer::builder()
+        .strict_ips(false)
+        .start()
+        .await
+        .unwrap();
+    api.add_token(TOKEN, Permissions::all());
+    api.put_service_with_selector("default", "web", [("app", "web")]);
+    let target = AcceptingTarget::start().await.unwrap();
+    let e = Epcheck::new();
+    e.write("sa/token", TOKEN);
+    let path = e.write(
+        "c.yaml",
+        &config(&api.url(), target.addr().port(), "application/yaml"),
+    );
+    let r = run_async(&e, &["once", "-f", path.to_str().unwrap(), "-o", "json"]).await;
+    assert_eq!(r.code, 1, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["services"][0]["action"], "failed");
+    assert!(
+        v["services"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("selector"),
+        "{}",
+        r.stdout
+    );
+    assert!(api.writes().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_names_the_rbac() {
+    let api = ApiServer::builder()
+        .strict_ips(false)
+        .start()
+        .await
+        .unwrap();
+    api.add_token(TOKEN, Permissions::none());
+    let target = AcceptingTarget::start().await.unwrap();
+    let e = Epcheck::new();
+    e.write("sa/token", TOKEN);
+    let path = e.write(
+        "c.yaml",
+        &config(&api.url(), target.addr().port(), "application/yaml"),
+    );
+    let r = run_async(&e, &["once", "-f", path.to_str().unwrap()]).await;
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all().contains("forbidden") || r.all().contains("Forbidden"),
+        "{}",
+        r.all()
+    );
+    assert!(!r.all().contains(TOKEN));
+}
