@@ -55,6 +55,26 @@ pub async fn raw_connect_round(
     concurrency: usize,
     timeout: Duration,
 ) -> usize {
+    connect_round(addrs, concurrency, timeout, false).await
+}
+
+/// [`raw_connect_round`] closing each connection with a reset (`SO_LINGER` 0), as epcheck's
+/// prober does: the stricter reference, since a reset skips the `FIN` exchange and leaves no
+/// `TIME_WAIT` socket behind.
+pub async fn raw_connect_round_rst(
+    addrs: &[SocketAddr],
+    concurrency: usize,
+    timeout: Duration,
+) -> usize {
+    connect_round(addrs, concurrency, timeout, true).await
+}
+
+async fn connect_round(
+    addrs: &[SocketAddr],
+    concurrency: usize,
+    timeout: Duration,
+    rst: bool,
+) -> usize {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
     for &addr in addrs {
@@ -62,10 +82,15 @@ pub async fn raw_connect_round(
             break;
         };
         tasks.spawn(async move {
-            let ok = matches!(
-                tokio::time::timeout(timeout, TcpStream::connect(addr)).await,
-                Ok(Ok(_))
-            );
+            let ok = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    if rst {
+                        let _ = stream.set_zero_linger();
+                    }
+                    true
+                }
+                _ => false,
+            };
             drop(permit);
             ok
         });
