@@ -140,16 +140,34 @@ impl Write for Buffer {
     }
 }
 
-#[tokio::test]
-async fn the_token_never_reaches_the_log() {
+/// Installs a subscriber writing to a buffer, for this thread only.
+///
+/// A second, idle dispatcher is registered alongside: with a single scoped dispatcher,
+/// tracing-core computes the interest of a callsite first hit on *another* test's thread
+/// from that thread's (empty) default and caches "never", so events of this test would be
+/// lost whenever a parallel test reached the same line first.
+fn capture(
+    level: tracing::Level,
+) -> (
+    Buffer,
+    (tracing::subscriber::DefaultGuard, tracing::Dispatch),
+) {
     let buf = Buffer::default();
     let writer = buf.clone();
+    let idle = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::TRACE)
+        .with_max_level(level)
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
+    (buf, (guard, idle))
+}
+
+#[tokio::test]
+async fn the_token_never_reaches_the_log() {
+    let (buf, _capture) = capture(tracing::Level::TRACE);
 
     let api = ApiServer::start().await.unwrap();
     api.add_token(OLD, Permissions::epcheck("default", ["redis"]));

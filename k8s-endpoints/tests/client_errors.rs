@@ -1,25 +1,21 @@
-//! How the client meets failures (SPEC §5.5), checked against the stand-in's request log:
-//! 403, 404, 422 and 500 give the errors SPEC describes, 429 honours `Retry-After`, dropped
-//! connections and timeouts are retried, refused connections are named, `Warning`s are logged
-//! once, and every request reaches the observer.
+//! How the client meets the ApiServer's errors (SPEC §5.5), checked against the stand-in's
+//! request log: 403, 404, 415, 422 and 500 give the errors SPEC describes, 429 honours
+//! `Retry-After`, a body that is not a `Status` does no harm. Transport failures are in
+//! `client_transport.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fixtures::apiserver::{ApiServer, Fault, FaultRule, Permissions, Resource, Rule, Verb};
 use k8s_endpoints::client::{
-    ApiErrorKind, Client, ClientConfig, ReconcileMode, RequestObserver, RetryPolicy, TokenSource,
-    TransportKind, reconcile,
+    ApiErrorKind, Client, ClientConfig, ReconcileMode, RetryPolicy, TokenSource, reconcile,
 };
-use k8s_endpoints::{Endpoints, Error, NotReadyPolicy, Renderer, TokenLocation, codec};
+use k8s_endpoints::{Endpoints, NotReadyPolicy, Renderer, TokenLocation, codec};
 use serde_json::json;
 
 const TOKEN: &str = "epcheck-errors-token-abcdef";
-const EP_PATH: &str = "/api/v1/namespaces/default/endpoints/redis";
 
 fn ips(list: &[&str]) -> Vec<IpAddr> {
     list.iter().map(|s| s.parse().unwrap()).collect()
@@ -256,108 +252,6 @@ async fn plain_text_429_is_not_a_status_and_does_not_panic() {
 }
 
 #[tokio::test]
-async fn a_dropped_connection_is_retried() {
-    let (api, _dir, client) = setup(Permissions::all()).await;
-    api.push_fault(FaultRule::new(Fault::DropConnection).method("PUT"));
-    reconcile(
-        &client,
-        &renderer(),
-        &ips(&["198.51.100.1"]),
-        &[],
-        ReconcileMode::Apply,
-    )
-    .await
-    .unwrap();
-    let writes = api.writes();
-    assert_eq!(writes.len(), 2);
-    assert_eq!(writes[0].status, None, "the first PUT got no answer");
-    assert_eq!(writes[1].status, Some(201));
-    assert_ne!(
-        writes[0].connection, writes[1].connection,
-        "a new connection"
-    );
-}
-
-#[tokio::test]
-async fn dropped_every_time_is_a_transport_error() {
-    let (api, _dir, client) = setup(Permissions::all()).await;
-    api.push_fault(FaultRule::new(Fault::DropConnection).always());
-    let err = client.get_endpoints("default", "redis").await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Transport {
-                kind: TransportKind::ConnectionDropped,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    let msg = err.to_string();
-    assert!(
-        msg.contains(&format!("GET {}{EP_PATH}", api.url())),
-        "{msg}"
-    );
-    assert_eq!(api.requests().len(), 4);
-}
-
-#[tokio::test]
-async fn a_slow_answer_times_out_and_is_retried() {
-    let api = ApiServer::start().await.unwrap();
-    api.add_token(TOKEN, Permissions::all());
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(api.url(), dir.path());
-    cfg.request_timeout = Duration::from_millis(300);
-    let client = Client::new(cfg).unwrap();
-    api.push_fault(FaultRule::new(Fault::Stall).method("GET"));
-    assert_eq!(
-        client.get_endpoints("default", "redis").await.unwrap(),
-        None
-    );
-    api.push_fault(FaultRule::new(Fault::Stall).always());
-    let err = client.get_endpoints("default", "redis").await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Transport {
-                kind: TransportKind::Timeout,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("longer than 300ms"), "{err}");
-}
-
-#[tokio::test]
-async fn refused_connection_names_the_server() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(format!("http://127.0.0.1:{port}"), dir.path());
-    cfg.retry = RetryPolicy::NONE;
-    let client = Client::new(cfg).unwrap();
-    let err = client.server_version().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Transport {
-                kind: TransportKind::ConnectionRefused,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    let msg = err.to_string();
-    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
-    assert!(msg.contains("connection refused"), "{msg}");
-    let chain = std::error::Error::source(&err).unwrap().to_string();
-    assert!(chain.to_lowercase().contains("refused"), "{chain}");
-}
-
-#[tokio::test]
 async fn version_is_read() {
     let api = ApiServer::builder()
         .git_version("v1.21.14")
@@ -373,25 +267,17 @@ async fn version_is_read() {
     assert_eq!(v.not_ready_addresses_safe(), Some(false));
 }
 
-#[derive(Default)]
-struct Counts(Mutex<Vec<(String, Option<u16>)>>);
-
-impl RequestObserver for Counts {
-    fn on_request(&self, verb: &str, code: Option<u16>, _duration: Duration) {
-        self.0.lock().unwrap().push((verb.to_owned(), code));
-    }
-}
-
 #[tokio::test]
-async fn every_exchange_reaches_the_observer() {
-    let api = ApiServer::start().await.unwrap();
-    api.add_token(TOKEN, Permissions::all());
-    api.put_service("default", "redis");
-    let dir = tempfile::tempdir().unwrap();
-    let counts = Arc::new(Counts::default());
-    let client = Client::with_observer(config(api.url(), dir.path()), counts.clone()).unwrap();
-    api.push_fault(FaultRule::new(Fault::DropConnection).method("PUT"));
-    reconcile(
+async fn create_without_create_permission_tries_put_then_post_and_says_why() {
+    let no_create = Permissions::none()
+        .with(
+            Rule::allow(&[Verb::Get, Verb::Update], Resource::Endpoints)
+                .in_namespace("default")
+                .named(["redis"]),
+        )
+        .with(Rule::allow(&[Verb::Get], Resource::Services).in_namespace("default"));
+    let (api, _dir, client) = setup(no_create).await;
+    let err = reconcile(
         &client,
         &renderer(),
         &ips(&["198.51.100.1"]),
@@ -399,49 +285,81 @@ async fn every_exchange_reaches_the_observer() {
         ReconcileMode::Apply,
     )
     .await
-    .unwrap();
-    let seen = counts.0.lock().unwrap().clone();
-    let expected: Vec<(String, Option<u16>)> = vec![
-        ("GET".into(), Some(200)),
-        ("GET".into(), Some(404)),
-        ("PUT".into(), None),
-        ("PUT".into(), Some(201)),
-    ];
-    assert_eq!(seen, expected);
-}
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    .unwrap_err();
+    assert_eq!(err.api_kind(), Some(ApiErrorKind::Forbidden), "{err}");
+    let writes: Vec<_> = api
+        .writes()
+        .iter()
+        .map(|r| (r.method.to_string(), r.status))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            ("PUT".to_owned(), Some(403)),
+            ("POST".to_owned(), Some(403))
+        ]
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("may not create endpoints in namespace \"default\""),
+        "{msg}"
+    );
+    assert!(msg.contains("restricted by resourceNames"), "{msg}");
 }
 
 #[tokio::test]
-async fn warnings_are_logged_once_each() {
-    let buf = Buffer::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+async fn unsupported_media_type_points_at_content_type() {
     let (api, _dir, client) = setup(Permissions::all()).await;
-    for _ in 0..3 {
-        client.get_endpoints("default", "redis").await.unwrap();
-    }
-    assert!(api.requests().iter().all(|r| !r.warnings.is_empty()));
-    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-    assert_eq!(
-        log.matches("v1 Endpoints is deprecated").count(),
-        1,
-        "{log}"
+    api.push_fault(
+        FaultRule::new(Fault::Status(
+            fixtures::apiserver::StatusError::unsupported_media_type(&["application/json"]),
+        ))
+        .method("PUT"),
     );
+    let err = reconcile(
+        &client,
+        &renderer(),
+        &ips(&["198.51.100.1"]),
+        &[],
+        ReconcileMode::Apply,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.api_kind(),
+        Some(ApiErrorKind::UnsupportedMediaType),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("set content_type to application/json"),
+        "{msg}"
+    );
+    assert_eq!(api.writes().len(), 1);
+}
+
+/// With the clock paused, a long `Retry-After` costs no real time, and the wait is cut to
+/// the policy's cap (10 s).
+#[tokio::test(start_paused = true)]
+async fn a_long_retry_after_is_capped() {
+    let (api, _dir, client) = setup(Permissions::all()).await;
+    api.push_fault(
+        FaultRule::new(Fault::TooManyRequests {
+            retry_after_secs: 3600,
+        })
+        .method("GET"),
+    );
+    let real = std::time::Instant::now();
+    assert_eq!(
+        client.get_endpoints("default", "redis").await.unwrap(),
+        None
+    );
+    let reqs = api.requests();
+    assert_eq!(reqs.len(), 2);
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(
+        gap >= Duration::from_secs(10) && gap < Duration::from_secs(11),
+        "{gap:?}"
+    );
+    assert!(real.elapsed() < Duration::from_secs(5));
 }

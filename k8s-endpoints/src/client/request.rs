@@ -169,7 +169,7 @@ impl Client {
             let bytes = Limited::new(body, limit)
                 .collect()
                 .await
-                .map_err(Failure::Body)?
+                .map_err(|e| Failure::Body(parts.status, e))?
                 .to_bytes();
             Ok::<_, Failure>((parts, bytes))
         };
@@ -182,11 +182,11 @@ impl Client {
                 let kind = transport_kind(&e);
                 Err(self.transport(req, &url, kind, Some(&e)))
             }
-            Ok(Err(Failure::Body(e))) => {
+            Ok(Err(Failure::Body(status, e))) => {
                 if e.downcast_ref::<LengthLimitError>().is_some() {
                     // The response came; report it as one.
                     if let Some(o) = &inner.observer {
-                        o.on_request(method, None, elapsed);
+                        o.on_request(method, Some(status.as_u16()), elapsed);
                     }
                     return Err(Error::InvalidResponse {
                         method: method.to_owned(),
@@ -355,7 +355,7 @@ impl Client {
 /// Why an exchange failed below HTTP.
 enum Failure {
     Send(hyper_util::client::legacy::Error),
-    Body(Box<dyn StdError + Send + Sync>),
+    Body(StatusCode, Box<dyn StdError + Send + Sync>),
 }
 
 /// Builds the [`Error::Api`] of a non-`2xx` response.
