@@ -124,12 +124,19 @@ pub trait StateStore: Send + Sync {
     async fn append_event(&self, event: &TransitionEvent) -> Result<()>;
 
     /// The `limit` most recent transitions, of one service or of all, oldest first.
+    ///
+    /// (The named lifetime is there for mockall; an implementation writes the same signature.)
     async fn recent_events<'a>(
         &self,
         service: Option<&'a str>,
         limit: usize,
     ) -> Result<Vec<TransitionEvent>>;
 }
+
+/// Compiles the README's example as a doctest (it uses the Redis store).
+#[cfg(all(doctest, feature = "redis"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 #[cfg(test)]
 mod tests {

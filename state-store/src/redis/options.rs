@@ -29,7 +29,9 @@ pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 ///
 /// Explicit fields win over what the `address` URL carries: `username` and `password` when set,
 /// `db` when not 0.
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows neither the password nor credentials inside the address URL.
+#[derive(Clone)]
 pub struct RedisOptions {
     /// `host:port` (`redis.ipport`; `[v6]:port` for IPv6), or a URL
     /// `redis://[user[:password]@]host[:port][/db]`, `rediss://…` for TLS.
@@ -72,6 +74,24 @@ impl Default for RedisOptions {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             reconnect_max_delay: DEFAULT_RECONNECT_MAX_DELAY,
         }
+    }
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("address", &without_credentials(self.address.trim()))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("db", &self.db)
+            .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("key_prefix", &self.key_prefix)
+            .field("events_max_len", &self.events_max_len)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("reconnect_max_delay", &self.reconnect_max_delay)
+            .finish()
     }
 }
 
@@ -240,6 +260,11 @@ mod tests {
         assert_eq!(r.password.unwrap().expose_secret(), "s3cret");
 
         assert_eq!(resolved("localhost").display, "localhost:6379");
+        assert_eq!(resolved("[::1]:6390").display, "[::1]:6390");
+        assert_eq!(
+            resolved("redis://[2001:db8::5]").display,
+            "[2001:db8::5]:6379"
+        );
     }
 
     #[test]
@@ -264,6 +289,20 @@ mod tests {
             None,
             "empty = no password"
         );
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let options = RedisOptions {
+            password: Some(SecretString::from("hunter2")),
+            ..RedisOptions::new("redis://user:hunter3@127.0.0.1:6379/1")
+        };
+        let shown = format!("{options:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("hunter3"),
+            "{shown}"
+        );
+        assert!(shown.contains("redis://***@127.0.0.1:6379/1"), "{shown}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ impl StateStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.run("PING", "", |c| async move { c.ping::<String>(None).await })
+        self.run("PING", "-", |c| async move { c.ping::<String>(None).await })
             .await
             .map(drop)
     }

@@ -196,6 +196,45 @@ async fn calls_fail_fast_while_redis_is_down_and_recover_after_restart() {
 }
 
 #[tokio::test]
+async fn an_unresponsive_redis_gives_timeouts_not_hangs() {
+    let Some(redis) = RedisServer::start(&[]).await else {
+        return;
+    };
+    let timeout = Duration::from_millis(500);
+    let options = RedisOptions {
+        command_timeout: timeout,
+        ..redis.options()
+    };
+    let store = RedisStore::connect(options).await.unwrap();
+    store.ping().await.unwrap();
+
+    redis.freeze(true);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..4 {
+        let started = Instant::now();
+        let err = store.load_targets("redis").await.unwrap_err();
+        slowest = slowest.max(started.elapsed());
+        assert!(err.is_transient(), "{err}");
+    }
+    eprintln!("against a frozen Redis the slowest of 4 calls took {slowest:?}");
+    assert!(
+        slowest < timeout + Duration::from_millis(500),
+        "{slowest:?}"
+    );
+
+    redis.freeze(false);
+    let thawed = Instant::now();
+    while let Err(err) = store.ping().await {
+        assert!(
+            thawed.elapsed() < Duration::from_secs(10),
+            "no recovery: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("answering again {:?} after the thaw", thawed.elapsed());
+}
+
+#[tokio::test]
 async fn lazy_store_starts_before_redis_and_connect_reports_a_closed_port() {
     let Some(mut redis) = RedisServer::start(&[]).await else {
         return;

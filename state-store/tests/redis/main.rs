@@ -10,13 +10,13 @@ mod store;
 
 use state_store::{Health, SCHEMA_VERSION, TargetRecord, TransitionEvent};
 
-fn target(service: &str, name: &str, state: Health) -> TargetRecord {
+pub(crate) fn target(service: &str, name: &str, state: Health) -> TargetRecord {
     let mut record = TargetRecord::new(service, name, "198.51.100.10".parse().unwrap(), 38080);
     record.state = state;
     record
 }
 
-fn event(service: &str, n: u64) -> TransitionEvent {
+pub(crate) fn event(service: &str, n: u64) -> TransitionEvent {
     TransitionEvent {
         schema: SCHEMA_VERSION,
         service: service.into(),
@@ -29,6 +29,6 @@ fn event(service: &str, n: u64) -> TransitionEvent {
     }
 }
 
-fn ats(events: &[TransitionEvent]) -> Vec<u64> {
+pub(crate) fn ats(events: &[TransitionEvent]) -> Vec<u64> {
     events.iter().map(|e| e.at).collect()
 }

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use state_store::RedisOptions;
 
 /// A `redis-server` child process, killed on drop.
-struct RedisServer {
+pub(crate) struct RedisServer {
     child: Option<Child>,
     port: u16,
     args: Vec<String>,
@@ -17,11 +17,11 @@ struct RedisServer {
 
 impl RedisServer {
     /// Starts a server, or returns `None` when Redis tests are skipped.
-    async fn start(extra: &[&str]) -> Option<RedisServer> {
+    pub(crate) async fn start(extra: &[&str]) -> Option<RedisServer> {
         Self::start_with(extra, None).await
     }
 
-    async fn start_with(extra: &[&str], password: Option<&str>) -> Option<RedisServer> {
+    pub(crate) async fn start_with(extra: &[&str], password: Option<&str>) -> Option<RedisServer> {
         if !on_path("redis-server") {
             if std::env::var("EPCHECK_SKIP_REDIS_TESTS").as_deref() == Ok("1") {
                 eprintln!("skipping: redis-server is not on PATH and EPCHECK_SKIP_REDIS_TESTS=1");
@@ -47,11 +47,11 @@ impl RedisServer {
         Some(server)
     }
 
-    fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn options(&self) -> RedisOptions {
+    pub(crate) fn options(&self) -> RedisOptions {
         RedisOptions {
             password: self.password.clone().map(SecretString::from),
             ..RedisOptions::new(self.address())
@@ -97,21 +97,35 @@ impl RedisServer {
     }
 
     /// Kills the server (like a crash); its data is gone.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server: its sockets stay open but nothing
+    /// answers, like a host behind a network partition.
+    pub(crate) fn freeze(&self, frozen: bool) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("server running")
+            .id()
+            .to_string();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Starts the server again on the same port with the same arguments.
-    async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.stop();
         self.spawn().await;
     }
 
     /// Runs `redis-cli` against this server and returns its output.
-    fn cli(&self, args: &[&str]) -> String {
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
         let mut command = Command::new("redis-cli");
         command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
         if let Some(pw) = &self.password {

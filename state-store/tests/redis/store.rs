@@ -1,5 +1,7 @@
 //! Records, events, key prefix and db.
 
+use std::time::Duration;
+
 use state_store::{
     AppliedRecord, Health, RedisOptions, RedisStore, SCHEMA_VERSION, StateStore, TargetRecord,
 };
