@@ -67,6 +67,9 @@ pub enum PlanFormat {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: probe, track health, keep every Endpoints object equal to the healthy
+    /// set, until SIGTERM/SIGINT.
+    Run,
     /// Check the config file (and that the token and CA files exist); exit 0 valid, 2 invalid.
     Validate(ValidateArgs),
     /// Probe addresses once; exit 0 if all are up, 1 if any is down (a keepalived check script).
@@ -76,6 +79,19 @@ pub enum Command {
     Plan(PlanArgs),
     /// Probe every target once and reconcile every service once; exit 0 if all were reconciled.
     Once(OnceArgs),
+    /// Show the health state recorded in the store (Redis).
+    Status(StatusArgs),
+}
+
+/// `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// How many recent transitions to show per service.
+    #[arg(long, default_value_t = 10)]
+    pub events: usize,
+    /// Report format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 /// `once`.

@@ -21,8 +21,10 @@ pub mod apiserver;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod report;
 pub mod round;
+pub mod store;
 
 use std::fmt;
 

@@ -42,6 +42,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         .and_then(|p| p.parent().map(|d| d.to_path_buf()));
     let config_path = || locate(cli.global.config.as_deref(), &cwd, exe_dir.as_deref());
     match &cli.command {
+        Command::Run => {
+            let shutdown = commands::run::shutdown_signal();
+            commands::run::run(&config_path()?, &cwd, &ProcessEnv, shutdown).await
+        }
+        Command::Status(args) => commands::status::run(args, &config_path()?, &ProcessEnv).await,
         Command::Validate(args) => {
             commands::validate::run(args, &config_path()?, &cwd, &ProcessEnv)
         }

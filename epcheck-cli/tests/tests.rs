@@ -3,6 +3,7 @@
 
 mod util;
 
+mod daemon;
 mod once;
 mod plan;
 mod probe;

@@ -11,6 +11,9 @@
 //!   [`Unreachable`](FailureKind::Unreachable), …), serializable for JSON output.
 //! - [`HealthTracker`]: the rise/fall state machine ([`Health::Unknown`] → `Up`/`Down`), pure
 //!   logic that takes the time of each observation as an argument.
+//! - [`Scheduler`]: the daemon's probing loop: every target once per interval (spread by jitter),
+//!   fast re-probes of targets in doubt, each result fed to its tracker and sent as a
+//!   [`ProbeEvent`]; the exact timing rules are in the [`scheduler`] module docs.
 //! - [`raise_nofile_limit`] and [`effective_concurrency`]: make room for many sockets and stay
 //!   below the open-file limit.
 //!
@@ -83,6 +86,7 @@ mod health;
 mod limits;
 mod outcome;
 mod prober;
+pub mod scheduler;
 mod target;
 mod tcp;
 
@@ -95,6 +99,7 @@ pub use limits::{
 };
 pub use outcome::{FailureKind, ProbeError, ProbeOutcome};
 pub use prober::{Prober, ProberOptions};
+pub use scheduler::{Probe, ProbeEvent, ProbeFn, ScheduleOptions, Scheduler, TargetId, probe_fn};
 pub use target::Target;
 pub use tcp::MAX_REPLY_BYTES;
 

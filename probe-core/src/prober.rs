@@ -115,10 +115,23 @@ impl Prober {
     ///   own timeout, killing its process group on timeout.
     /// - [`Check::Static`]: up at once, latency 0.
     pub async fn probe(&self, target: &Target, check: &Check) -> ProbeOutcome {
+        self.probe_with_timeout(target, check, self.inner.options.timeout)
+            .await
+    }
+
+    /// Like [`probe`](Self::probe), with `timeout` instead of [`ProberOptions::timeout`] for a
+    /// TCP check (a scheduler whose targets have different timeouts shares one prober). Exec
+    /// checks still use their own [`ExecCheck::timeout`](crate::ExecCheck::timeout).
+    pub async fn probe_with_timeout(
+        &self,
+        target: &Target,
+        check: &Check,
+        timeout: Duration,
+    ) -> ProbeOutcome {
         // The semaphore is never closed, so this only fails in theory; probing anyway is right.
         let _permit = self.inner.permits.acquire().await;
         match check {
-            Check::Tcp(tcp) => tcp::probe(target.addr(), tcp, self.inner.options.timeout).await,
+            Check::Tcp(tcp) => tcp::probe(target.addr(), tcp, timeout).await,
             Check::Exec(exec) => exec::probe(target, exec).await,
             Check::Static => ProbeOutcome::up(Duration::ZERO),
         }

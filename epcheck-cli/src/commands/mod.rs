@@ -3,4 +3,6 @@
 pub mod once;
 pub mod plan;
 pub mod probe;
+pub mod run;
+pub mod status;
 pub mod validate;

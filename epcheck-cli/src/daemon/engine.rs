@@ -1,0 +1,677 @@
+//! The daemon's loop: one task owns all state; probes, reconciles and store writes run beside it.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_endpoints::client::{ReconcileMode, ReconcileOutcome, reconcile};
+use k8s_endpoints::{Client, Renderer};
+use probe_core::{
+    Check, Health, ProbeEvent, Prober, ProberOptions, ScheduleOptions, Scheduler, Target,
+};
+use rand::Rng as _;
+use state_store::{AppliedRecord, StateStore, TransitionEvent};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+
+use super::DaemonOptions;
+use super::failsafe::FailSafe;
+use super::persist::{Persister, Write};
+use super::table::{ServiceSlot, TargetSlot, restore_tracker, stored};
+use crate::apiserver::{effective_policy, not_ready_supported};
+use crate::config::Config;
+use crate::round::service_targets;
+
+/// The result of one reconcile task.
+struct Done {
+    service: usize,
+    ready: Vec<IpAddr>,
+    not_ready: Vec<IpAddr>,
+    result: Result<ReconcileOutcome, k8s_endpoints::Error>,
+}
+
+/// The daemon's state and loop.
+pub struct Engine {
+    config: Config,
+    options: DaemonOptions,
+    client: Client,
+    persister: Persister,
+    persist_task: tokio::task::JoinHandle<()>,
+    scheduler: Option<Scheduler>,
+    targets: Vec<TargetSlot>,
+    services: Vec<ServiceSlot>,
+    failsafe: FailSafe,
+    holding: bool,
+    /// Scheduler id of the canary, if one is configured.
+    canary: Option<usize>,
+    /// Until then, a service with targets still unknown waits for their first probe.
+    first_cycle_deadline: Instant,
+    reconciles: JoinSet<Done>,
+    /// Out-of-schedule probes of healthy targets that confirm a removal quickly.
+    witness: Witnesses,
+}
+
+/// A witness probe's result: target slot, start time, success.
+type WitnessResult = (usize, Instant, bool);
+
+/// Witness probes (see [`super::failsafe`]): when a target goes down while the fail-safe cannot
+/// yet tell its failure from the checker's, a few healthy targets are probed at once; one
+/// success proves the checker's network works, so the removal is written without waiting for
+/// their next scheduled probes.
+struct Witnesses {
+    prober: Prober,
+    tx: mpsc::Sender<WitnessResult>,
+    rx: mpsc::Receiver<WitnessResult>,
+    in_flight: usize,
+}
+
+/// How many healthy targets one confirmation probes.
+const WITNESSES: usize = 3;
+
+impl Engine {
+    /// Builds the state: restores recent health from the store (so a restart does not flap),
+    /// checks the cluster version for the `not_ready` policy, and prepares the scheduler.
+    pub async fn start(
+        config: Config,
+        store: Arc<dyn StateStore>,
+        client: Client,
+        options: DaemonOptions,
+    ) -> Engine {
+        let supported = not_ready_supported(&client).await;
+        let restore_age = config.interval * 3 + Duration::from_secs(5);
+        // A store that connects in the background (Redis) gets a moment to come up, so a
+        // restart restores state instead of starting cold.
+        let restore_deadline = Instant::now() + Duration::from_secs(3);
+        let now = Instant::now();
+        let now_ms = state_store::now_ms();
+        let mut scheduler = Scheduler::new(crate::effective_concurrency(config.concurrency));
+        let mut targets = Vec::new();
+        let mut services = Vec::new();
+        let mut probed = 0usize;
+        let mut restored = 0usize;
+        for (s_idx, svc) in config.services.iter().enumerate() {
+            let records = load_records(store.as_ref(), &svc.key, restore_deadline).await;
+            let renderer = match Renderer::new(
+                &config.endpoint_template,
+                &svc.namespace,
+                &svc.name,
+                svc.ports.clone(),
+                effective_policy(svc.not_ready, supported),
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Validation builds the same renderer, so a loaded config cannot get here.
+                    tracing::error!(service = %svc.key, error = %e, "service skipped");
+                    continue;
+                }
+            };
+            let check = Arc::new(svc.probe.check.clone());
+            let opts = ScheduleOptions {
+                interval: svc.probe.interval,
+                fast_interval: svc.probe.fast_interval,
+                jitter: svc.probe.jitter,
+                timeout: svc.probe.timeout,
+            };
+            let mut slot_ids = Vec::new();
+            for target in service_targets(svc) {
+                let record = records
+                    .iter()
+                    .find(|r| *r.name == *target.name && r.ip == target.ip);
+                let (tracker, since) = restore_tracker(
+                    record,
+                    svc.probe.rise,
+                    svc.probe.fall,
+                    restore_age,
+                    now_ms,
+                    now,
+                );
+                if tracker.state() != Health::Unknown {
+                    restored += 1;
+                }
+                let is_static = matches!(*check, Check::Static);
+                let failsafe_index = (!is_static).then(|| {
+                    probed += 1;
+                    probed - 1
+                });
+                let slot = TargetSlot {
+                    service: services.len(),
+                    target: target.clone(),
+                    health: tracker.state(),
+                    since: since.unwrap_or_else(SystemTime::now),
+                    failing_since: None,
+                    last_error: record.and_then(|r| r.last_error.clone()),
+                    last_probe: None,
+                    successes: 0,
+                    failures: 0,
+                    failsafe_index,
+                };
+                let id = scheduler.add(target, check.clone(), tracker, opts);
+                debug_assert_eq!(id.index(), targets.len());
+                slot_ids.push(targets.len());
+                targets.push(slot);
+            }
+            let applied = match store.load_applied(&svc.key).await {
+                Ok(Some(a)) => Some((parse_ips(&a.ready), parse_ips(&a.not_ready))),
+                _ => None,
+            };
+            let _ = s_idx;
+            services.push(ServiceSlot {
+                key: svc.key.clone(),
+                renderer,
+                targets: slot_ids,
+                dirty: true,
+                due: now,
+                in_flight: false,
+                failures: 0,
+                applied,
+                awaiting_confirmation: false,
+            });
+        }
+        let canary = config.failsafe.canary.map(|addr| {
+            let target = Target::new("epcheck-canary", "canary", addr.ip(), addr.port());
+            let opts = ScheduleOptions {
+                interval: config.interval,
+                fast_interval: config.probe.fast_interval,
+                jitter: 0.0,
+                timeout: config.timeout,
+            };
+            scheduler
+                .add(
+                    target,
+                    Arc::new(Check::tcp()),
+                    probe_core::HealthTracker::new(1, 1),
+                    opts,
+                )
+                .index()
+        });
+        if restored > 0 {
+            tracing::info!(restored, "restored recent target health from the store");
+        }
+        let (persister, persist_task) = Persister::spawn(store);
+        let first_cycle_deadline = now
+            + config.interval.mul_f64(1.0 + config.probe.jitter)
+            + config.timeout
+            + Duration::from_secs(1);
+        let (witness_tx, witness_rx) = mpsc::channel(64);
+        let witness = Witnesses {
+            prober: Prober::new(ProberOptions {
+                timeout: config.timeout,
+                concurrency: WITNESSES * 4,
+            }),
+            tx: witness_tx,
+            rx: witness_rx,
+            in_flight: 0,
+        };
+        let failsafe = FailSafe::new(
+            config.failsafe.mode == crate::config::FailsafeMode::Hold,
+            config.failsafe.min_targets,
+            probed,
+        );
+        tracing::info!(
+            services = services.len(),
+            targets = targets.len(),
+            interval_ms = config.interval.as_millis() as u64,
+            "epcheck started"
+        );
+        Engine {
+            config,
+            options,
+            client,
+            persister,
+            persist_task,
+            scheduler: Some(scheduler),
+            targets,
+            services,
+            failsafe,
+            holding: false,
+            canary,
+            first_cycle_deadline,
+            reconciles: JoinSet::new(),
+            witness,
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then drains.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
+        let (event_tx, mut events) = mpsc::channel::<ProbeEvent>(4096);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let scheduler_task = self.scheduler.take().map(|s| {
+            tokio::spawn(s.run(event_tx, async move {
+                let _ = stop_rx.await;
+            }))
+        });
+        let mut resync = tokio::time::interval(self.config.resync_interval);
+        resync.tick().await;
+        let mut flush = tokio::time::interval(self.options.flush_interval);
+        flush.tick().await;
+        tokio::pin!(shutdown);
+        loop {
+            let next = self.next_due();
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(ev) = events.recv() => self.on_probe(ev),
+                Some((slot, started, ok)) = self.witness.rx.recv() => self.on_witness(slot, started, ok),
+                Some(done) = self.reconciles.join_next(), if !self.reconciles.is_empty() => match done {
+                    Ok(done) => self.on_done(done),
+                    Err(e) => tracing::error!(error = %e, "a reconcile task failed"),
+                },
+                () = sleep_until(next) => self.start_due(),
+                _ = resync.tick() => self.resync(),
+                _ = flush.tick() => self.flush(),
+            }
+        }
+        tracing::info!("shutting down: probing stopped, finishing in-flight writes");
+        let _ = stop_tx.send(());
+        if let Some(task) = scheduler_task {
+            let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
+        }
+        let deadline = Instant::now() + self.options.shutdown_grace;
+        while !self.reconciles.is_empty() {
+            match tokio::time::timeout_at(deadline, self.reconciles.join_next()).await {
+                Ok(Some(Ok(done))) => self.on_done(done),
+                Ok(Some(Err(_))) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!("shutdown grace over: abandoning an in-flight write");
+                    self.reconciles.abort_all();
+                    break;
+                }
+            }
+        }
+        self.flush();
+        let Engine {
+            persister,
+            persist_task,
+            ..
+        } = self;
+        drop(persister);
+        let _ = tokio::time::timeout(Duration::from_millis(500), persist_task).await;
+        tracing::info!("epcheck stopped");
+    }
+
+    /// The earliest time a dirty service may be reconciled.
+    fn next_due(&self) -> Instant {
+        self.services
+            .iter()
+            .filter(|s| s.dirty && !s.in_flight)
+            .map(|s| s.due)
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+    }
+
+    fn on_probe(&mut self, ev: ProbeEvent) {
+        let id = ev.id.index();
+        if Some(id) == self.canary {
+            self.failsafe.observe_canary(ev.outcome.up);
+            self.update_hold();
+            return;
+        }
+        let Some(slot) = self.targets.get_mut(id) else {
+            return;
+        };
+        let success = ev.outcome.up;
+        slot.last_probe = Some(SystemTime::now());
+        slot.last_error = ev.outcome.error.as_ref().map(|e| e.to_string());
+        if success {
+            slot.successes += 1;
+            slot.failures = 0;
+            slot.failing_since = None;
+        } else {
+            slot.failures += 1;
+            slot.successes = 0;
+            if slot.failing_since.is_none() {
+                slot.failing_since = Some(ev.started);
+            }
+        }
+        if let Some(i) = slot.failsafe_index {
+            self.failsafe.observe(i, success, ev.started);
+        }
+        let service = slot.service;
+        if let Some(t) = ev.transition {
+            slot.health = t.to;
+            slot.since = SystemTime::now();
+            let slot = slot.clone();
+            self.on_transition(&slot, t.from);
+            if t.to == Health::Down
+                && slot
+                    .failing_since
+                    .is_some_and(|f| !self.failsafe.removal_confirmed(f))
+            {
+                self.probe_witnesses(id);
+            }
+            self.mark_dirty(service);
+        } else if slot.health == Health::Unknown && ev.health() != Health::Unknown {
+            slot.health = ev.health();
+            self.mark_dirty(service);
+        }
+        if success {
+            // A success may confirm removals that were waiting for proof that the network works.
+            let waiting: Vec<usize> = self
+                .services
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.awaiting_confirmation)
+                .map(|(i, _)| i)
+                .collect();
+            for i in waiting {
+                self.mark_dirty(i);
+            }
+        }
+        self.update_hold();
+    }
+
+    /// Probes up to [`WITNESSES`] healthy targets other than `failing` right now.
+    fn probe_witnesses(&mut self, failing: usize) {
+        if self.witness.in_flight > 0 {
+            return;
+        }
+        let start = rand::rng().random_range(0..self.targets.len().max(1));
+        let picks: Vec<(usize, Target)> = (0..self.targets.len())
+            .map(|k| (start + k) % self.targets.len())
+            .filter(|&i| i != failing)
+            .filter_map(|i| self.targets.get(i).map(|s| (i, s)))
+            .filter(|(_, s)| {
+                s.health == Health::Up && s.failing_since.is_none() && s.failsafe_index.is_some()
+            })
+            .take(WITNESSES)
+            .map(|(i, s)| (i, s.target.clone()))
+            .collect();
+        for (i, target) in picks {
+            self.witness.in_flight += 1;
+            let prober = self.witness.prober.clone();
+            let tx = self.witness.tx.clone();
+            let check = self
+                .services
+                .get(self.targets.get(i).map_or(0, |s| s.service))
+                .and_then(|s| self.config.service(&s.key))
+                .map(|c| c.probe.check.clone())
+                .unwrap_or_else(Check::tcp);
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let outcome = prober.probe(&target, &check).await;
+                let _ = tx.send((i, started, outcome.up)).await;
+            });
+        }
+    }
+
+    fn on_witness(&mut self, slot: usize, started: Instant, ok: bool) {
+        self.witness.in_flight = self.witness.in_flight.saturating_sub(1);
+        if let Some(i) = self.targets.get(slot).and_then(|s| s.failsafe_index) {
+            self.failsafe.observe(i, ok, started);
+        }
+        if ok {
+            let waiting: Vec<usize> = self
+                .services
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.awaiting_confirmation || s.dirty)
+                .map(|(i, _)| i)
+                .collect();
+            for i in waiting {
+                self.mark_dirty(i);
+            }
+        }
+        self.update_hold();
+    }
+
+    fn on_transition(&mut self, slot: &TargetSlot, from: Health) {
+        let t = &slot.target;
+        match slot.health {
+            Health::Down => tracing::warn!(
+                service = %t.service, target = %t.name, addr = %t.addr(),
+                error = slot.last_error.as_deref().unwrap_or(""),
+                "target down"
+            ),
+            _ => tracing::info!(
+                service = %t.service, target = %t.name, addr = %t.addr(), from = stored(from).as_str(),
+                "target up"
+            ),
+        }
+        self.persister.write(Write::Event(TransitionEvent {
+            schema: state_store::SCHEMA_VERSION,
+            service: t.service.to_string(),
+            target: t.name.to_string(),
+            ip: t.ip,
+            from: stored(from),
+            to: stored(slot.health),
+            at: state_store::now_ms(),
+            error: slot.last_error.clone(),
+        }));
+        self.persister
+            .write(Write::Targets(t.service.to_string(), vec![slot.record()]));
+    }
+
+    fn update_hold(&mut self) {
+        let holds = self.failsafe.holds();
+        if holds != self.holding {
+            self.holding = holds;
+            if holds {
+                tracing::error!(
+                    canary = self.failsafe.canary_failing(),
+                    "fail-safe active: every probe is failing, so epcheck's own network is the \
+                     likelier fault; no Endpoints are written until a probe succeeds"
+                );
+            } else {
+                tracing::warn!("fail-safe released: probes succeed again; writes resume");
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, service: usize) {
+        let due = Instant::now() + self.options.batch_delay;
+        if let Some(s) = self.services.get_mut(service) {
+            if !s.dirty {
+                s.dirty = true;
+                s.due = due;
+            } else if s.failures == 0 {
+                s.due = s.due.min(due);
+            }
+        }
+    }
+
+    fn resync(&mut self) {
+        let now = Instant::now();
+        for s in &mut self.services {
+            if !s.dirty {
+                s.dirty = true;
+                s.due = now;
+            }
+            // Forget what was applied so the live object is read and compared again.
+            s.applied = None;
+        }
+    }
+
+    fn flush(&mut self) {
+        for s in &self.services {
+            let records = s
+                .targets
+                .iter()
+                .filter_map(|&i| self.targets.get(i))
+                .map(TargetSlot::record)
+                .collect();
+            self.persister.write(Write::Targets(s.key.clone(), records));
+        }
+    }
+
+    /// The addresses a service should have now, and whether a removal awaits confirmation.
+    fn desired(&self, service: &ServiceSlot) -> (Vec<IpAddr>, Vec<IpAddr>, bool) {
+        let mut ready = BTreeSet::new();
+        let mut not_ready = BTreeSet::new();
+        let mut awaiting = false;
+        let applied_ready: BTreeSet<IpAddr> = service
+            .applied
+            .as_ref()
+            .map(|(r, _)| r.iter().copied().collect())
+            .unwrap_or_default();
+        for slot in service.targets.iter().filter_map(|&i| self.targets.get(i)) {
+            let ip = slot.target.ip;
+            match slot.health {
+                Health::Up => {
+                    ready.insert(ip);
+                }
+                Health::Down if applied_ready.contains(&ip) => {
+                    // Written as ready: remove it only once the fail-safe confirms the failure
+                    // is the target's, not the checker's.
+                    let confirmed = slot
+                        .failing_since
+                        .is_some_and(|f| self.failsafe.removal_confirmed(f));
+                    if confirmed {
+                        not_ready.insert(ip);
+                    } else {
+                        awaiting |= slot.failing_since.is_some();
+                        ready.insert(ip);
+                    }
+                }
+                _ => {
+                    not_ready.insert(ip);
+                }
+            }
+        }
+        not_ready.retain(|ip| !ready.contains(ip));
+        (
+            ready.into_iter().collect(),
+            not_ready.into_iter().collect(),
+            awaiting,
+        )
+    }
+
+    fn start_due(&mut self) {
+        let now = Instant::now();
+        if self.holding {
+            // Nothing is written while the fail-safe holds; check again shortly.
+            for s in self.services.iter_mut().filter(|s| s.dirty && s.due <= now) {
+                s.due = now + Duration::from_millis(200);
+            }
+            return;
+        }
+        for i in 0..self.services.len() {
+            let Some(s) = self.services.get(i) else {
+                continue;
+            };
+            if !s.dirty || s.in_flight || s.due > now {
+                continue;
+            }
+            let unknown = s
+                .targets
+                .iter()
+                .filter_map(|&t| self.targets.get(t))
+                .any(|t| t.health == Health::Unknown);
+            if unknown && now < self.first_cycle_deadline {
+                let deadline = self.first_cycle_deadline;
+                if let Some(s) = self.services.get_mut(i) {
+                    s.due = deadline.min(now + Duration::from_millis(100));
+                }
+                continue;
+            }
+            let (ready, not_ready, awaiting) = self.desired(s);
+            let unchanged = s
+                .applied
+                .as_ref()
+                .is_some_and(|(r, n)| *r == ready && *n == not_ready);
+            let renderer = s.renderer.clone();
+            let Some(s) = self.services.get_mut(i) else {
+                continue;
+            };
+            s.awaiting_confirmation = awaiting;
+            s.dirty = false;
+            if unchanged {
+                continue;
+            }
+            s.in_flight = true;
+            let client = self.client.clone();
+            self.reconciles.spawn(async move {
+                let result =
+                    reconcile(&client, &renderer, &ready, &not_ready, ReconcileMode::Apply).await;
+                Done {
+                    service: i,
+                    ready,
+                    not_ready,
+                    result,
+                }
+            });
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        let max_retry = self.options.max_retry_delay;
+        let Some(s) = self.services.get_mut(done.service) else {
+            return;
+        };
+        s.in_flight = false;
+        match done.result {
+            Ok(outcome) => {
+                s.failures = 0;
+                if outcome.action.is_write() {
+                    tracing::info!(
+                        service = %s.key,
+                        object = %format!("{}/{}", s.renderer.namespace(), s.renderer.name()),
+                        action = %outcome.action,
+                        change = %outcome.diff,
+                        conflicts = outcome.conflicts,
+                        "endpoints written"
+                    );
+                }
+                self.persister.write(Write::Applied(
+                    s.key.clone(),
+                    AppliedRecord {
+                        schema: state_store::SCHEMA_VERSION,
+                        ready: done.ready.iter().map(ToString::to_string).collect(),
+                        not_ready: done.not_ready.iter().map(ToString::to_string).collect(),
+                        resource_version: outcome.object.metadata.resource_version.clone(),
+                        applied_at: state_store::now_ms(),
+                    },
+                ));
+                s.applied = Some((done.ready, done.not_ready));
+            }
+            Err(e) => {
+                s.failures += 1;
+                let base = Duration::from_millis(500) * 2u32.saturating_pow(s.failures.min(10));
+                let cap = base.min(max_retry);
+                let wait = cap.mul_f64(rand::rng().random_range(0.5..=1.0));
+                tracing::error!(
+                    service = %s.key,
+                    error = %e,
+                    attempt = s.failures,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "reconcile failed; nothing partial was written, retrying"
+                );
+                s.dirty = true;
+                s.due = Instant::now() + wait;
+            }
+        }
+    }
+}
+
+/// The stored records of `service`, retrying transient store errors until `deadline`; empty
+/// (a cold start) when the store cannot answer in time.
+async fn load_records(
+    store: &dyn StateStore,
+    service: &str,
+    deadline: Instant,
+) -> Vec<state_store::TargetRecord> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, store.load_targets(service)).await {
+            Ok(Ok(records)) => return records,
+            Ok(Err(e)) if e.is_transient() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(service, error = %e, "cannot restore state from the store; starting cold");
+                return Vec::new();
+            }
+            Err(_) => {
+                tracing::warn!(service, "the store did not answer; starting cold");
+                return Vec::new();
+            }
+        }
+    }
+}
+
+fn parse_ips(v: &[String]) -> Vec<IpAddr> {
+    v.iter().filter_map(|s| s.parse().ok()).collect()
+}

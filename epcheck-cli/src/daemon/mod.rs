@@ -1,0 +1,182 @@
+//! The daemon (`epcheck run`, SPEC §5): probe every target on its schedule, track health,
+//! reconcile each service's Endpoints when its healthy set changes, repair drift on a resync,
+//! hold every write while the fail-safe says epcheck's own network is the likelier fault, and
+//! drain on shutdown.
+//!
+//! The library owns the loop; the caller owns the store, the client and the shutdown signal
+//! (mini-redis style), so tests and other tools can hand in their own:
+//!
+//! ```no_run
+//! # async fn demo(config: epcheck::config::Config, client: k8s_endpoints::Client) {
+//! use std::sync::Arc;
+//! let store = Arc::new(state_store::MemoryStore::new());
+//! let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
+//! epcheck::daemon::run(config, store, client, shutdown).await;
+//! # }
+//! ```
+
+mod engine;
+pub mod failsafe;
+pub mod persist;
+pub mod table;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_endpoints::Client;
+use state_store::StateStore;
+
+use crate::config::Config;
+
+pub use engine::Engine;
+
+/// Tunables of the loop that the config does not carry.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// How long a transition waits for others before its service is reconciled, so several
+    /// transitions make one write.
+    pub batch_delay: Duration,
+    /// How often every target's record is written to the store (keeps records fresh enough to
+    /// be restored after a restart).
+    pub flush_interval: Duration,
+    /// How long shutdown waits for an in-flight write.
+    pub shutdown_grace: Duration,
+    /// Longest wait between two attempts at a service whose reconcile failed.
+    pub max_retry_delay: Duration,
+}
+
+impl DaemonOptions {
+    /// Defaults for `config`: a 30 ms batch, a flush every interval (at least 1 s), a 1.5 s
+    /// grace, retries up to 30 s apart.
+    pub fn for_config(config: &Config) -> Self {
+        DaemonOptions {
+            batch_delay: Duration::from_millis(30),
+            flush_interval: config.interval.max(Duration::from_secs(1)),
+            shutdown_grace: Duration::from_millis(1500),
+            max_retry_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves; returns once in-flight writes finished (or the
+/// grace ran out) and state was flushed.
+pub async fn run(
+    config: Config,
+    store: Arc<dyn StateStore>,
+    client: Client,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let options = DaemonOptions::for_config(&config);
+    run_with(config, store, client, options, shutdown).await;
+}
+
+/// [`run`] with explicit [`DaemonOptions`].
+pub async fn run_with(
+    config: Config,
+    store: Arc<dyn StateStore>,
+    client: Client,
+    options: DaemonOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let engine = Engine::start(config, store, client, options).await;
+    engine.run(shutdown).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use fixtures::apiserver::{ApiServer, Permissions, Resource};
+    use fixtures::targets::ToggleTarget;
+    use state_store::MockStateStore;
+
+    fn store_error() -> state_store::Error {
+        state_store::Error::Timeout {
+            address: "127.0.0.1:6379".into(),
+            op: "HSET",
+            key: "epcheck:web:targets".into(),
+            timeout: Duration::from_millis(100),
+        }
+    }
+
+    /// A store whose every call fails.
+    fn broken_store() -> MockStateStore {
+        let mut m = MockStateStore::new();
+        m.expect_kind().return_const("mock");
+        m.expect_load_targets().returning(|_| Err(store_error()));
+        m.expect_load_applied().returning(|_| Err(store_error()));
+        m.expect_save_targets().returning(|_, _| Err(store_error()));
+        m.expect_save_target().returning(|_, _| Err(store_error()));
+        m.expect_save_applied().returning(|_, _| Err(store_error()));
+        m.expect_append_event().returning(|_| Err(store_error()));
+        m
+    }
+
+    fn ready(api: &ApiServer) -> usize {
+        api.get_object(Resource::Endpoints, "default", "web")
+            .and_then(|o| o["subsets"][0]["addresses"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_store_does_not_stop_the_daemon() {
+        let api = ApiServer::builder()
+            .strict_ips(false)
+            .start()
+            .await
+            .unwrap();
+        api.add_token("t", Permissions::all());
+        api.put_service("default", "web");
+        let mut targets = ToggleTarget::start_group(3).await.unwrap();
+        let iplist: String = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("      - name: n{i}\n        ip: {}\n", t.addr().ip()))
+            .collect();
+        let text = format!(
+            "interval: 300\npingtimeout: 200\nurl: {}\ntoken_file: t\nprobe: {{rise: 1, fall: 1, fast_interval: 50}}\n\
+service_info:\n  web: {{namespace: default, name: web}}\n\
+service_healthcheck_list:\n  web:\n    port: {}\n    iplist:\n{iplist}\
+endpoint_template: {{kind: Endpoints, apiVersion: v1, subsets: [{{ports: [{{port: 80}}]}}]}}\n",
+            api.url(),
+            targets[0].addr().port()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t"), "t").unwrap();
+        let path = dir.path().join("c.yaml");
+        let config = crate::config::check(&text, &path, &crate::config::ProcessEnv)
+            .unwrap()
+            .config;
+        let client =
+            crate::apiserver::connect(&config, dir.path(), &crate::config::ProcessEnv).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let daemon = tokio::spawn(run(config, Arc::new(broken_store()), client, async move {
+            let _ = stopped.await;
+        }));
+        let wait = |n: usize| {
+            let api = &api;
+            async move {
+                for _ in 0..100 {
+                    if ready(api) == n {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                false
+            }
+        };
+        assert!(wait(3).await, "the object was not created");
+        targets[2].refuse().await;
+        assert!(
+            wait(2).await,
+            "a transition was not written while the store fails"
+        );
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(3), daemon)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -1,0 +1,152 @@
+//! What the daemon knows about each target and service between probes.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use k8s_endpoints::Renderer;
+use probe_core::{Health, HealthTracker, Target};
+use state_store::{Health as StoredHealth, TargetRecord};
+use tokio::time::Instant;
+
+/// One target's runtime state.
+#[derive(Debug, Clone)]
+pub struct TargetSlot {
+    /// Index of its service in the table.
+    pub service: usize,
+    /// The target.
+    pub target: Target,
+    /// Current health.
+    pub health: Health,
+    /// When `health` was entered (wall clock, for the store and `status`).
+    pub since: SystemTime,
+    /// Start time of the first failing probe of the current failure streak.
+    pub failing_since: Option<Instant>,
+    /// The last probe's error.
+    pub last_error: Option<String>,
+    /// When the last probe finished (wall clock).
+    pub last_probe: Option<SystemTime>,
+    /// Consecutive passing probes.
+    pub successes: u32,
+    /// Consecutive failing probes.
+    pub failures: u32,
+    /// Index in the fail-safe, `None` for targets that are not probed (`port: 0`).
+    pub failsafe_index: Option<usize>,
+}
+
+impl TargetSlot {
+    /// The record stored for this target.
+    pub fn record(&self) -> TargetRecord {
+        let mut r = TargetRecord::new(
+            self.target.service.as_ref(),
+            self.target.name.as_ref(),
+            self.target.ip,
+            self.target.port,
+        );
+        r.state = stored(self.health);
+        r.since = state_store::unix_ms(self.since);
+        r.last_probe_at = self.last_probe.map(state_store::unix_ms);
+        r.last_error = self.last_error.clone();
+        r.consecutive_successes = self.successes;
+        r.consecutive_failures = self.failures;
+        r
+    }
+}
+
+/// One service's runtime state.
+#[derive(Debug)]
+pub struct ServiceSlot {
+    /// The service key.
+    pub key: String,
+    /// Renders its desired object.
+    pub renderer: Renderer,
+    /// Its targets (indices into the target table).
+    pub targets: Vec<usize>,
+    /// Something changed since the last successful reconcile.
+    pub dirty: bool,
+    /// When the next reconcile may start.
+    pub due: Instant,
+    /// A reconcile is running.
+    pub in_flight: bool,
+    /// Consecutive failed reconciles (for backoff).
+    pub failures: u32,
+    /// The addresses last written or found equal: (ready, not ready).
+    pub applied: Option<(Vec<IpAddr>, Vec<IpAddr>)>,
+    /// A down target is waiting for the fail-safe's confirmation before it is removed.
+    pub awaiting_confirmation: bool,
+}
+
+/// Probe-core's health as stored.
+pub fn stored(h: Health) -> StoredHealth {
+    match h {
+        Health::Up => StoredHealth::Up,
+        Health::Down => StoredHealth::Down,
+        _ => StoredHealth::Unknown,
+    }
+}
+
+/// A tracker restored from a stored record when it is recent enough (SPEC §5.2); otherwise a
+/// cold-start tracker whose first result decides.
+pub fn restore_tracker(
+    record: Option<&TargetRecord>,
+    rise: u32,
+    fall: u32,
+    max_age: std::time::Duration,
+    now_ms: u64,
+    now: Instant,
+) -> (HealthTracker, Option<SystemTime>) {
+    let Some(r) = record else {
+        return (HealthTracker::new(rise, fall), None);
+    };
+    let health = match r.state {
+        StoredHealth::Up => Health::Up,
+        StoredHealth::Down => Health::Down,
+        StoredHealth::Unknown => return (HealthTracker::new(rise, fall), None),
+    };
+    if r.age_at(now_ms) > max_age {
+        return (HealthTracker::new(rise, fall), None);
+    }
+    let held_for = std::time::Duration::from_millis(now_ms.saturating_sub(r.since));
+    let since = now.checked_sub(held_for);
+    (
+        HealthTracker::restore(rise, fall, health, since),
+        Some(state_store::from_unix_ms(r.since)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn record(state: StoredHealth, updated_ago_ms: u64, now_ms: u64) -> TargetRecord {
+        let mut r = TargetRecord::new(
+            "svc",
+            "n1",
+            "198.51.100.1".parse().unwrap_or(IpAddr::from([0; 4])),
+            80,
+        );
+        r.state = state;
+        r.updated_at = now_ms - updated_ago_ms;
+        r.since = now_ms - 60_000;
+        r
+    }
+
+    #[test]
+    fn fresh_records_are_restored_and_stale_ones_are_not() {
+        let now_ms = 10_000_000;
+        let now = Instant::now();
+        let max_age = Duration::from_secs(10);
+        let fresh = record(StoredHealth::Down, 2_000, now_ms);
+        let (t, since) = restore_tracker(Some(&fresh), 2, 3, max_age, now_ms, now);
+        assert_eq!(t.state(), Health::Down);
+        assert!(since.is_some());
+        let stale = record(StoredHealth::Down, 20_000, now_ms);
+        let (t, _) = restore_tracker(Some(&stale), 2, 3, max_age, now_ms, now);
+        assert_eq!(t.state(), Health::Unknown);
+        let unknown = record(StoredHealth::Unknown, 0, now_ms);
+        let (t, _) = restore_tracker(Some(&unknown), 2, 3, max_age, now_ms, now);
+        assert_eq!(t.state(), Health::Unknown);
+        let (t, _) = restore_tracker(None, 2, 3, max_age, now_ms, now);
+        assert_eq!(t.state(), Health::Unknown);
+    }
+}

@@ -1,0 +1,488 @@
+//! `epcheck run`: the real binary against loopback targets, the stand-in ApiServer and a real
+//! Redis.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fixtures::apiserver::{ApiServer, Fault, FaultRule, Permissions, Resource};
+use fixtures::redis::RedisServer;
+use fixtures::targets::ToggleTarget;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Child;
+
+use crate::util::Epcheck;
+
+const TOKEN: &str = "daemon-test-token-0b7d";
+const INTERVAL_MS: u64 = 500;
+const TIMEOUT_MS: u64 = 300;
+const FAST_MS: u64 = 100;
+
+/// A running `epcheck run` whose stderr is collected.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(e: &Epcheck, config: &str) -> Daemon {
+        let mut cmd = tokio::process::Command::from(e.cmd(&["run", "-f", config]));
+        cmd.stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        cmd.env("EPCHECK_LOG", "info,epcheck=debug");
+        let mut child = cmd.spawn().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    async fn wait_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    async fn terminate(mut self) -> (Option<i32>, Duration, String) {
+        let pid = self.child.id().unwrap().to_string();
+        let started = Instant::now();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let code = tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .and_then(|s| s.code());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (code, started.elapsed(), self.log())
+    }
+}
+
+fn config(url: &str, targets: &[ToggleTarget], extra: &str) -> String {
+    let port = targets[0].addr().port();
+    let mut iplist = String::new();
+    for (i, t) in targets.iter().enumerate() {
+        iplist.push_str(&format!(
+            "      - name: node-{i}\n        ip: {}\n",
+            t.addr().ip()
+        ));
+    }
+    format!(
+        "interval: {INTERVAL_MS}
+pingtimeout: {TIMEOUT_MS}
+url: {url}
+content_type: application/json
+token_file: token
+resync_interval: 60000
+probe:
+  rise: 2
+  fall: 2
+  fast_interval: {FAST_MS}
+service_info:
+  web:
+    namespace: default
+    name: web
+service_healthcheck_list:
+  web:
+    port: {port}
+    iplist:
+{iplist}endpoint_template:
+  kind: Endpoints
+  apiVersion: v1
+  metadata:
+    name: web
+    namespace: default
+  subsets:
+    - ports:
+        - port: 8080
+          protocol: TCP
+{extra}"
+    )
+}
+
+struct Setup {
+    api: ApiServer,
+    e: Epcheck,
+    targets: Vec<ToggleTarget>,
+    config: String,
+}
+
+async fn setup(n: usize, extra: &str) -> Setup {
+    let api = ApiServer::builder()
+        .strict_ips(false)
+        .start()
+        .await
+        .unwrap();
+    api.add_token(TOKEN, Permissions::all());
+    api.put_service("default", "web");
+    let targets = ToggleTarget::start_group(n).await.unwrap();
+    let e = Epcheck::new();
+    e.write("token", TOKEN);
+    let path = e.write("c.yaml", &config(&api.url(), &targets, extra));
+    Setup {
+        api,
+        e,
+        targets,
+        config: path.to_str().unwrap().to_string(),
+    }
+}
+
+fn ips(body: &serde_json::Value, key: &str) -> Vec<String> {
+    body["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s[key].as_array().into_iter().flatten())
+        .filter_map(|a| a["ip"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn live_ready(api: &ApiServer) -> Vec<String> {
+    api.get_object(Resource::Endpoints, "default", "web")
+        .map(|o| ips(&o, "addresses"))
+        .unwrap_or_default()
+}
+
+/// Waits until the live object's ready set equals `want`; returns the time it took.
+async fn until_ready(api: &ApiServer, want: &[String], within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let mut got = live_ready(api);
+        got.sort();
+        let mut w = want.to_vec();
+        w.sort();
+        if got == w {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+fn ip_of(t: &ToggleTarget) -> String {
+    t.addr().ip().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_target_leaves_within_the_bound_and_returns_after_rise() {
+    let mut s = setup(3, "").await;
+    let all: Vec<String> = s.targets.iter().map(ip_of).collect();
+    let d = Daemon::start(&s.e, &s.config);
+    assert!(
+        until_ready(&s.api, &all, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    let writes_before = s.api.writes().len();
+
+    s.targets[1].refuse().await;
+    // interval + (fall-1) × fast_interval + timeout, plus slack for a loaded 2-core machine.
+    let bound = Duration::from_millis(INTERVAL_MS + FAST_MS + TIMEOUT_MS);
+    let want: Vec<String> = vec![all[0].clone(), all[2].clone()];
+    let took = until_ready(&s.api, &want, bound + Duration::from_secs(2)).await;
+    let took = took.unwrap_or_else(|| panic!("not removed; log:\n{}", d.log()));
+    assert!(
+        took <= bound + Duration::from_millis(700),
+        "removed after {took:?} (bound {bound:?})"
+    );
+    let obj = s
+        .api
+        .get_object(Resource::Endpoints, "default", "web")
+        .unwrap();
+    assert_eq!(ips(&obj, "notReadyAddresses"), vec![all[1].clone()]);
+
+    s.targets[1].accept().await.unwrap();
+    let took = until_ready(&s.api, &all, Duration::from_secs(4)).await;
+    assert!(took.is_some(), "not re-added; log:\n{}", d.log());
+    // Exactly one write to remove it and one to add it back.
+    let writes: Vec<_> = s.api.writes().into_iter().skip(writes_before).collect();
+    assert_eq!(
+        writes.len(),
+        2,
+        "{:?}",
+        writes.iter().map(|w| w.summary()).collect::<Vec<_>>()
+    );
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains(TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_state_makes_no_writes() {
+    let s = setup(3, "").await;
+    let all: Vec<String> = s.targets.iter().map(ip_of).collect();
+    let d = Daemon::start(&s.e, &s.config);
+    assert!(
+        until_ready(&s.api, &all, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.api.clear_requests();
+    // Twelve probe cycles.
+    tokio::time::sleep(Duration::from_millis(12 * INTERVAL_MS)).await;
+    let requests = s.api.requests();
+    assert!(
+        requests.is_empty(),
+        "steady state must not touch the ApiServer before the resync: {:?}",
+        requests.iter().map(|r| r.summary()).collect::<Vec<_>>()
+    );
+    let (code, took, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_target_failing_holds_writes_until_a_probe_succeeds() {
+    let mut s = setup(4, "").await;
+    let all: Vec<String> = s.targets.iter().map(ip_of).collect();
+    let d = Daemon::start(&s.e, &s.config);
+    assert!(
+        until_ready(&s.api, &all, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    let writes_before = s.api.writes().len();
+
+    // The checker's own network breaks: every target fails at once.
+    for t in &mut s.targets {
+        t.refuse().await;
+    }
+    assert!(
+        d.wait_log("fail-safe active", Duration::from_secs(4)).await,
+        "{}",
+        d.log()
+    );
+    tokio::time::sleep(Duration::from_millis(4 * INTERVAL_MS)).await;
+    assert_eq!(
+        s.api.writes().len(),
+        writes_before,
+        "a write during the outage:\n{}",
+        d.log()
+    );
+    assert_eq!(live_ready(&s.api).len(), 4, "the Service was emptied");
+
+    for t in &mut s.targets {
+        t.accept().await.unwrap();
+    }
+    assert!(
+        d.wait_log("fail-safe released", Duration::from_secs(4))
+            .await,
+        "{}",
+        d.log()
+    );
+    tokio::time::sleep(Duration::from_millis(4 * INTERVAL_MS)).await;
+    assert_eq!(
+        s.api.writes().len(),
+        writes_before,
+        "the recovery flapped the Service"
+    );
+
+    // Normal writes resume: one real failure is written.
+    s.targets[3].refuse().await;
+    let want: Vec<String> = all[..3].to_vec();
+    assert!(
+        until_ready(&s.api, &want, Duration::from_secs(4))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apiserver_faults_are_survived_without_partial_writes() {
+    let mut s = setup(3, "").await;
+    let all: Vec<String> = s.targets.iter().map(ip_of).collect();
+    // Faults on the very first requests: 500s, a 429 with Retry-After, a dropped connection,
+    // and a write race.
+    s.api.push_fault(FaultRule::from(Fault::Status500).times(2));
+    s.api.push_fault(Fault::TooManyRequests {
+        retry_after_secs: 1,
+    });
+    s.api.push_fault(Fault::DropConnection);
+    let d = Daemon::start(&s.e, &s.config);
+    assert!(
+        until_ready(&s.api, &all, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+
+    s.api
+        .push_fault(FaultRule::from(Fault::ConcurrentWrite).method("PUT"));
+    s.api
+        .push_fault(FaultRule::from(Fault::Status500).method("PUT"));
+    s.targets[0].refuse().await;
+    let want: Vec<String> = all[1..].to_vec();
+    assert!(
+        until_ready(&s.api, &want, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+
+    for w in s.api.writes() {
+        let Some(body) = w.body_json() else { continue };
+        let ready = ips(&body, "addresses");
+        let mut seen = ready.clone();
+        seen.extend(ips(&body, "notReadyAddresses"));
+        seen.sort();
+        assert!(
+            !ready.is_empty(),
+            "a write emptied the Service: {}",
+            w.summary()
+        );
+        assert_eq!(seen, all, "a partial write: {}", w.summary());
+    }
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "the daemon did not survive:\n{log}");
+}
+
+fn redis_block(addr: &str) -> String {
+    format!("redis:\n  ipport: {addr}\n  key_prefix: \"t:\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_does_not_stop_probing_or_writing() {
+    let Some(mut redis) = RedisServer::start().unwrap() else {
+        return;
+    };
+    let mut s = setup(3, &redis_block(&redis.address())).await;
+    let all: Vec<String> = s.targets.iter().map(ip_of).collect();
+    let d = Daemon::start(&s.e, &s.config);
+    assert!(
+        until_ready(&s.api, &all, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+
+    redis.stop();
+    s.targets[2].refuse().await;
+    let want: Vec<String> = all[..2].to_vec();
+    assert!(
+        until_ready(&s.api, &want, Duration::from_secs(4))
+            .await
+            .is_some(),
+        "no write while Redis was down:\n{}",
+        d.log()
+    );
+
+    // Redis comes back empty; the daemon's state catches up.
+    redis.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut caught_up = false;
+    while Instant::now() < deadline && !caught_up {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let out = s.e.run(&["status", "-f", &s.config, "-o", "json"]);
+        if out.code == 0 {
+            let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+            let targets = v["services"][0]["targets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            caught_up = targets.len() == 3
+                && targets
+                    .iter()
+                    .any(|t| t["ip"] == all[2].as_str() && t["state"] == "down");
+        }
+    }
+    assert!(caught_up, "the store did not catch up:\n{}", d.log());
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_redis_restores_health_without_a_flap() {
+    let Some(redis) = RedisServer::start().unwrap() else {
+        return;
+    };
+    let mut s = setup(3, &redis_block(&redis.address())).await;
+    s.targets[1].refuse().await;
+    let want: Vec<String> = vec![ip_of(&s.targets[0]), ip_of(&s.targets[2])];
+    let first = Daemon::start(&s.e, &s.config);
+    assert!(
+        until_ready(&s.api, &want, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "{}",
+        first.log()
+    );
+    tokio::time::sleep(Duration::from_millis(2 * INTERVAL_MS)).await;
+    let (code, _, _) = first.terminate().await;
+    assert_eq!(code, Some(0));
+
+    s.api.clear_requests();
+    let second = Daemon::start(&s.e, &s.config);
+    assert!(
+        second
+            .wait_log("restored recent target health", Duration::from_secs(3))
+            .await,
+        "{}",
+        second.log()
+    );
+    tokio::time::sleep(Duration::from_millis(4 * INTERVAL_MS)).await;
+    let log = second.log();
+    // Restored state is not a transition: no "target up/down" at start, and no write.
+    assert!(
+        !log.contains("target up") && !log.contains("target down"),
+        "{log}"
+    );
+    assert!(
+        s.api.writes().is_empty(),
+        "{:?}",
+        s.api
+            .writes()
+            .iter()
+            .map(|w| w.summary())
+            .collect::<Vec<_>>()
+    );
+    let (code, _, log) = second.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn status_without_redis_explains_itself() {
+    let e = Epcheck::new();
+    let path = e.write(
+        "c.yaml",
+        crate::util::seed()
+            .replacen("  ipport: 172.16.0.61:6379\n  password: 123\n", "", 1)
+            .as_str(),
+    );
+    let r = e.run(&["status", "-f", path.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("in-memory store"), "{}", r.stderr);
+}
