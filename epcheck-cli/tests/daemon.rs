@@ -11,7 +11,7 @@ use fixtures::targets::ToggleTarget;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
-use crate::util::Epcheck;
+use crate::util::{Epcheck, web_config};
 
 const TOKEN: &str = "daemon-test-token-0b7d";
 const INTERVAL_MS: u64 = 500;
@@ -79,45 +79,13 @@ impl Daemon {
 }
 
 fn config(url: &str, targets: &[ToggleTarget], extra: &str) -> String {
-    let port = targets[0].addr().port();
-    let mut iplist = String::new();
-    for (i, t) in targets.iter().enumerate() {
-        iplist.push_str(&format!(
-            "      - name: node-{i}\n        ip: {}\n",
-            t.addr().ip()
-        ));
-    }
-    format!(
-        "interval: {INTERVAL_MS}
-pingtimeout: {TIMEOUT_MS}
-url: {url}
-content_type: application/json
-token_file: token
-resync_interval: 60000
-probe:
-  rise: 2
-  fall: 2
-  fast_interval: {FAST_MS}
-service_info:
-  web:
-    namespace: default
-    name: web
-service_healthcheck_list:
-  web:
-    port: {port}
-    iplist:
-{iplist}endpoint_template:
-  kind: Endpoints
-  apiVersion: v1
-  metadata:
-    name: web
-    namespace: default
-  subsets:
-    - ports:
-        - port: 8080
-          protocol: TCP
-{extra}"
-    )
+    let top = format!(
+        "interval: {INTERVAL_MS}\npingtimeout: {TIMEOUT_MS}\nurl: {url}\n\
+         content_type: application/json\ntoken_file: token\nresync_interval: 60000\n\
+         probe:\n  rise: 2\n  fall: 2\n  fast_interval: {FAST_MS}\n{extra}"
+    );
+    let ips: Vec<String> = targets.iter().map(ip_of).collect();
+    web_config(&top, targets[0].addr().port(), &ips)
 }
 
 struct Setup {

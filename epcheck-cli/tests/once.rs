@@ -3,51 +3,18 @@
 use fixtures::apiserver::{ApiServer, Permissions, Resource};
 use fixtures::targets::{AcceptingTarget, ToggleTarget};
 
-use crate::util::{Epcheck, Run};
+use crate::util::{Epcheck, web_config};
 
 const TOKEN: &str = "once-test-token-5f1e";
 
-async fn run_async(e: &Epcheck, args: &[&str]) -> Run {
-    let out = tokio::process::Command::from(e.cmd(args))
-        .output()
-        .await
-        .unwrap();
-    Run::from(out)
-}
-
 /// A config for one service `web` in `default` with targets 127.0.0.1 and 127.0.0.2 on `port`.
 fn config(url: &str, port: u16, content_type: &str) -> String {
-    format!(
-        "interval: 2000
-pingtimeout: 500
-url: {url}
-endpointapi: /api/v1/namespaces/myNameSpaces/endpoints/myEndPoints
-content_type: {content_type}
-token_file: ./sa/token
-service_info:
-  web:
-    namespace: default
-    name: web
-service_healthcheck_list:
-  web:
-    port: {port}
-    iplist:
-      - name: node-01
-        ip: 127.0.0.1
-      - name: node-02
-        ip: 127.0.0.2
-endpoint_template:
-  kind: Endpoints
-  apiVersion: v1
-  metadata:
-    name: web
-    namespace: default
-  subsets:
-    - ports:
-        - port: 8080
-          protocol: TCP
-"
-    )
+    let top = format!(
+        "interval: 2000\npingtimeout: 500\nurl: {url}\n\
+         endpointapi: /api/v1/namespaces/myNameSpaces/endpoints/myEndPoints\n\
+         content_type: {content_type}\ntoken_file: ./sa/token"
+    );
+    web_config(&top, port, &["127.0.0.1".into(), "127.0.0.2".into()])
 }
 
 async fn setup(content_type: &str) -> (ApiServer, Epcheck, ToggleTarget, String) {
@@ -87,7 +54,7 @@ fn ready_ips(api: &ApiServer) -> Vec<String> {
 async fn create_then_unchanged_then_one_update() {
     let (api, e, mut target, cfg) = setup("application/yaml").await;
 
-    let r = run_async(&e, &["once", "-f", &cfg, "-o", "json"]).await;
+    let r = e.run_async(&["once", "-f", &cfg, "-o", "json"]).await;
     assert_eq!(r.code, 0, "{}", r.all());
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["services"][0]["action"], "created");
@@ -104,7 +71,7 @@ async fn create_then_unchanged_then_one_update() {
 
     // Unchanged: no write at all.
     api.clear_requests();
-    let r = run_async(&e, &["once", "-f", &cfg, "-o", "json"]).await;
+    let r = e.run_async(&["once", "-f", &cfg, "-o", "json"]).await;
     assert_eq!(r.code, 0, "{}", r.all());
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["services"][0]["action"], "unchanged");
@@ -119,7 +86,7 @@ async fn create_then_unchanged_then_one_update() {
         .to_string();
     target.refuse().await;
     api.clear_requests();
-    let r = run_async(&e, &["once", "-f", &cfg]).await;
+    let r = e.run_async(&["once", "-f", &cfg]).await;
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("updated"), "{}", r.stdout);
     let writes = api.writes();
@@ -135,14 +102,16 @@ async fn create_then_unchanged_then_one_update() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_bodies_and_dry_run() {
     let (api, e, _target, cfg) = setup("application/json").await;
-    let r = run_async(&e, &["once", "--dry-run", "-f", &cfg, "-o", "json"]).await;
+    let r = e
+        .run_async(&["once", "--dry-run", "-f", &cfg, "-o", "json"])
+        .await;
     assert_eq!(r.code, 0, "{}", r.all());
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["services"][0]["action"], "would-create");
     assert_eq!(v["services"][0]["ready"], serde_json::json!(["127.0.0.1"]));
     assert!(api.writes().is_empty(), "a dry run wrote");
 
-    let r = run_async(&e, &["once", "-f", &cfg]).await;
+    let r = e.run_async(&["once", "-f", &cfg]).await;
     assert_eq!(r.code, 0, "{}", r.all());
     let writes = api.writes();
     assert_eq!(writes.len(), 1);
@@ -165,7 +134,9 @@ async fn a_service_with_a_selector_is_not_taken_over() {
         "c.yaml",
         &config(&api.url(), target.addr().port(), "application/yaml"),
     );
-    let r = run_async(&e, &["once", "-f", path.to_str().unwrap(), "-o", "json"]).await;
+    let r = e
+        .run_async(&["once", "-f", path.to_str().unwrap(), "-o", "json"])
+        .await;
     assert_eq!(r.code, 1, "{}", r.all());
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["services"][0]["action"], "failed");
@@ -195,7 +166,7 @@ async fn forbidden_names_the_rbac() {
         "c.yaml",
         &config(&api.url(), target.addr().port(), "application/yaml"),
     );
-    let r = run_async(&e, &["once", "-f", path.to_str().unwrap()]).await;
+    let r = e.run_async(&["once", "-f", path.to_str().unwrap()]).await;
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(
         r.all().contains("forbidden") || r.all().contains("Forbidden"),

@@ -4,54 +4,15 @@ use fixtures::targets::{AcceptingTarget, RefusingTarget};
 use k8s_openapi::api::core::v1::Endpoints as OpenApiEndpoints;
 use serde::Deserialize as _;
 
-use crate::util::{Epcheck, Run};
+use crate::util::{Epcheck, web_config};
 
-async fn run_async(e: &Epcheck, args: &[&str]) -> Run {
-    let out = tokio::process::Command::from(e.cmd(args))
-        .output()
-        .await
-        .unwrap();
-    Run::from(out)
-}
-
-/// A config whose services point at loopback targets on `port`.
+/// A config whose service `web` has backends 127.0.0.1-3 on `port`.
 fn config(port: u16, extra: &str) -> String {
-    const TEMPLATE: &str = "\
-interval: 2000
-pingtimeout: 500
-url: https://127.0.0.1:6443
-endpointapi: /api/v1/namespaces/myNameSpaces/endpoints/myEndPoints
-content_type: application/yaml
-token_file: default
-EXTRA
-service_info:
-  web:
-    namespace: default
-    name: web
-service_healthcheck_list:
-  web:
-    port: PORT
-    iplist:
-      - name: node-01
-        ip: 127.0.0.1
-      - name: node-02
-        ip: 127.0.0.2
-      - name: node-03
-        ip: 127.0.0.3
-endpoint_template:
-  kind: Endpoints
-  apiVersion: v1
-  metadata:
-    name: web
-    namespace: default
-  subsets:
-    - ports:
-        - port: 8080
-          protocol: TCP
-";
-    TEMPLATE
-        .replace("PORT", &port.to_string())
-        .replace("EXTRA", extra)
+    let top = format!(
+        "interval: 2000\npingtimeout: 500\nurl: https://127.0.0.1:6443\ntoken_file: default\n{extra}"
+    );
+    let ips: Vec<String> = (1..=3).map(|d| format!("127.0.0.{d}")).collect();
+    web_config(&top, port, &ips)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +21,7 @@ async fn yaml_plan_deserialises_with_k8s_openapi() {
     let up = AcceptingTarget::start().await.unwrap();
     let e = Epcheck::new();
     let path = e.write("c.yaml", &config(up.addr().port(), ""));
-    let r = run_async(&e, &["plan", "-f", path.to_str().unwrap()]).await;
+    let r = e.run_async(&["plan", "-f", path.to_str().unwrap()]).await;
     assert_eq!(r.code, 0, "{}", r.all());
     let docs: Vec<OpenApiEndpoints> = serde_yaml::Deserializer::from_str(&r.stdout)
         .map(|d| OpenApiEndpoints::deserialize(d).unwrap())
@@ -104,7 +65,9 @@ async fn json_plan_follows_the_documented_schema() {
     let up = AcceptingTarget::start().await.unwrap();
     let e = Epcheck::new();
     let path = e.write("c.yaml", &config(up.addr().port(), "not_ready: drop"));
-    let r = run_async(&e, &["plan", "-o", "json", "-f", path.to_str().unwrap()]).await;
+    let r = e
+        .run_async(&["plan", "-o", "json", "-f", path.to_str().unwrap()])
+        .await;
     assert_eq!(r.code, 0, "{}", r.all());
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let s = &v["services"][0];
@@ -135,7 +98,9 @@ async fn every_target_failing_holds_the_plan() {
     let refused = RefusingTarget::new().unwrap();
     let e = Epcheck::new();
     let path = e.write("c.yaml", &config(refused.addr().port(), ""));
-    let r = run_async(&e, &["plan", "-o", "json", "-f", path.to_str().unwrap()]).await;
+    let r = e
+        .run_async(&["plan", "-o", "json", "-f", path.to_str().unwrap()])
+        .await;
     assert_eq!(r.code, 0, "{}", r.all());
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["services"][0]["action"], "held");

@@ -4,15 +4,7 @@ use std::time::{Duration, Instant};
 
 use fixtures::targets::{AcceptingTarget, HangingTarget, RefusingTarget};
 
-use crate::util::{Epcheck, Run};
-
-async fn run_async(e: &Epcheck, args: &[&str]) -> Run {
-    let out = tokio::process::Command::from(e.cmd(args))
-        .output()
-        .await
-        .unwrap();
-    Run::from(out)
-}
+use crate::util::Epcheck;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_each_target_and_takes_about_one_timeout() {
@@ -28,11 +20,9 @@ async fn labels_each_target_and_takes_about_one_timeout() {
         hanging2.addr().to_string(),
     );
     let started = Instant::now();
-    let r = run_async(
-        &e,
-        &["probe", "--timeout-ms", "700", "-o", "json", &a, &b, &c, &d],
-    )
-    .await;
+    let r = e
+        .run_async(&["probe", "--timeout-ms", "700", "-o", "json", &a, &b, &c, &d])
+        .await;
     let took = started.elapsed();
     assert_eq!(r.code, 1, "{}", r.all());
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
@@ -67,7 +57,9 @@ async fn all_up_exits_0_with_a_text_table() {
     let a = AcceptingTarget::start().await.unwrap();
     let b = AcceptingTarget::start().await.unwrap();
     let e = Epcheck::new();
-    let r = run_async(&e, &["probe", &a.addr().to_string(), &b.addr().to_string()]).await;
+    let r = e
+        .run_async(&["probe", &a.addr().to_string(), &b.addr().to_string()])
+        .await;
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("2 up, 0 down"), "{}", r.stdout);
     assert!(a.accepted() >= 1 && b.accepted() >= 1);
@@ -79,9 +71,8 @@ async fn targets_file_and_send_expect() {
     let e = Epcheck::new();
     let file = e.write("targets.txt", &format!("# redis\n{} node-1\n", pong.addr()));
     let f = file.to_str().unwrap();
-    let ok = run_async(
-        &e,
-        &[
+    let ok = e
+        .run_async(&[
             "probe",
             "--targets",
             f,
@@ -89,13 +80,11 @@ async fn targets_file_and_send_expect() {
             "PING\\r\\n",
             "--expect",
             "+PONG",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(ok.code, 0, "{}", ok.all());
-    let bad = run_async(
-        &e,
-        &[
+    let bad = e
+        .run_async(&[
             "probe",
             "--targets",
             f,
@@ -105,9 +94,8 @@ async fn targets_file_and_send_expect() {
             "role:master",
             "--timeout-ms",
             "500",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(bad.code, 1, "{}", bad.all());
 }
 

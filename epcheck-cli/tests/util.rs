@@ -45,6 +45,17 @@ impl Epcheck {
     pub fn run(&self, args: &[&str]) -> Run {
         Run::from(self.cmd(args).output().unwrap())
     }
+
+    /// [`run`](Self::run) without blocking the test's runtime (which serves the targets and
+    /// the stand-in ApiServer meanwhile).
+    pub async fn run_async(&self, args: &[&str]) -> Run {
+        Run::from(
+            tokio::process::Command::from(self.cmd(args))
+                .output()
+                .await
+                .unwrap(),
+        )
+    }
 }
 
 /// The result of one run.
@@ -83,4 +94,38 @@ pub fn seed_path() -> PathBuf {
 #[allow(dead_code)]
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// A config with the keys in `top` and one service `web` (namespace `default`) whose backends
+/// are `ips` on health-check port `port`, serving port 8080.
+pub fn web_config(top: &str, port: u16, ips: &[String]) -> String {
+    let mut iplist = String::new();
+    for (i, ip) in ips.iter().enumerate() {
+        iplist.push_str(&format!(
+            "      - name: node-{:02}\n        ip: {ip}\n",
+            i + 1
+        ));
+    }
+    format!(
+        "{top}
+service_info:
+  web:
+    namespace: default
+    name: web
+service_healthcheck_list:
+  web:
+    port: {port}
+    iplist:
+{iplist}endpoint_template:
+  kind: Endpoints
+  apiVersion: v1
+  metadata:
+    name: web
+    namespace: default
+  subsets:
+    - ports:
+        - port: 8080
+          protocol: TCP
+"
+    )
 }
