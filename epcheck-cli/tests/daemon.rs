@@ -454,3 +454,30 @@ fn status_without_redis_explains_itself() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("in-memory store"), "{}", r.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_holds_every_write() {
+    let mut canary = ToggleTarget::start_refusing().unwrap();
+    let extra = format!("failsafe:\n  canary: {}\n", canary.addr());
+    let s = setup(3, &extra).await;
+    let all: Vec<String> = s.targets.iter().map(ip_of).collect();
+    let d = Daemon::start(&s.e, &s.config);
+    assert!(
+        d.wait_log("fail-safe active", Duration::from_secs(4)).await,
+        "{}",
+        d.log()
+    );
+    tokio::time::sleep(Duration::from_millis(3 * INTERVAL_MS)).await;
+    assert!(s.api.writes().is_empty(), "written while the canary failed");
+
+    canary.accept().await.unwrap();
+    assert!(
+        until_ready(&s.api, &all, Duration::from_secs(4))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+}

@@ -175,3 +175,34 @@ async fn forbidden_names_the_rbac() {
     );
     assert!(!r.all().contains(TOKEN));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_before_1_22_get_failing_targets_dropped() {
+    // kube-proxy before 1.22 mirrored notReadyAddresses into EndpointSlices as ready.
+    let api = ApiServer::builder()
+        .strict_ips(false)
+        .git_version("v1.21.3")
+        .start()
+        .await
+        .unwrap();
+    api.add_token(TOKEN, Permissions::all());
+    api.put_service("default", "web");
+    let target = AcceptingTarget::start().await.unwrap();
+    let e = Epcheck::new();
+    e.write("sa/token", TOKEN);
+    let path = e.write(
+        "c.yaml",
+        &config(&api.url(), target.addr().port(), "application/yaml"),
+    );
+    let r = e.run_async(&["once", "-f", path.to_str().unwrap()]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("1.22"), "{}", r.stderr);
+    let obj = api
+        .get_object(Resource::Endpoints, "default", "web")
+        .unwrap();
+    assert!(
+        obj["subsets"][0].get("notReadyAddresses").is_none(),
+        "{obj}"
+    );
+    assert_eq!(ready_ips(&api), ["127.0.0.1"]);
+}
