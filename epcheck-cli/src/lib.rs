@@ -22,6 +22,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod http;
+pub mod metrics;
 pub mod report;
 pub mod round;
 pub mod store;

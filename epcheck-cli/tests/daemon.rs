@@ -48,6 +48,23 @@ impl Daemon {
         self.log.lock().unwrap().clone()
     }
 
+    /// The metrics server's address, from the start-up log line.
+    async fn metrics_addr(&self) -> String {
+        assert!(
+            self.wait_log("server listening", Duration::from_secs(5))
+                .await,
+            "{}",
+            self.log()
+        );
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("server listening"))
+            .unwrap();
+        let at = line.find("addr=").unwrap() + 5;
+        line[at..].split_whitespace().next().unwrap().to_string()
+    }
+
     async fn wait_log(&self, needle: &str, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
@@ -82,6 +99,7 @@ fn config(url: &str, targets: &[ToggleTarget], extra: &str) -> String {
     let top = format!(
         "interval: {INTERVAL_MS}\npingtimeout: {TIMEOUT_MS}\nurl: {url}\n\
          content_type: application/json\ntoken_file: token\nresync_interval: 60000\n\
+         metrics:\n  listen: 127.0.0.1:0\n\
          probe:\n  rise: 2\n  fall: 2\n  fast_interval: {FAST_MS}\n{extra}"
     );
     let ips: Vec<String> = targets.iter().map(ip_of).collect();
@@ -478,6 +496,186 @@ async fn a_failing_canary_holds_every_write() {
         "{}",
         d.log()
     );
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// GETs `path` from `addr` with a plain HTTP/1.1 request; returns (status, body).
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text scrape.
+fn sample(scrape: &str, name_and_labels: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_readiness_and_status_follow_a_target_going_down() {
+    let mut s = setup(3, "").await;
+    let all: Vec<String> = s.targets.iter().map(ip_of).collect();
+    let d = Daemon::start(&s.e, &s.config);
+    let addr = d.metrics_addr().await;
+    assert!(
+        until_ready(&s.api, &all, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    let (code, _) = http_get(&addr, "/healthz").await;
+    assert_eq!(code, 200);
+    let mut ready = 0;
+    for _ in 0..50 {
+        ready = http_get(&addr, "/readyz").await.0;
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready, 200, "/readyz never became ready");
+
+    let up = "epcheck_target_up{service=\"web\",target=\"node-02\"}";
+    let down = "epcheck_target_transitions_total{service=\"web\",target=\"node-02\",to=\"down\"}";
+    let (_, before) = http_get(&addr, "/metrics").await;
+    assert_eq!(sample(&before, up), Some(1.0), "{before}");
+    let transitions_before = sample(&before, down).unwrap_or(0.0);
+
+    s.targets[1].refuse().await;
+    let want = vec![all[0].clone(), all[2].clone()];
+    assert!(
+        until_ready(&s.api, &want, Duration::from_secs(4))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    let (_, after) = http_get(&addr, "/metrics").await;
+    assert_eq!(sample(&after, up), Some(0.0), "{after}");
+    assert_eq!(
+        sample(&after, down),
+        Some(transitions_before + 1.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "epcheck_service_ready_endpoints{service=\"web\"}"),
+        Some(2.0)
+    );
+    assert!(
+        sample(
+            &after,
+            "epcheck_endpoint_writes_total{service=\"web\",result=\"updated\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{after}"
+    );
+
+    let (code, status) = http_get(&addr, "/status").await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["services"][0]["ready"], 2);
+    assert_eq!(v["services"][0]["targets"][1]["state"], "down");
+    assert!(
+        v["services"][0]["targets"][1]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("refused")
+    );
+
+    // promtool (from Debian's prometheus package, installed by .ci/run) accepts the scrape.
+    if std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(after.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else if std::env::var_os("CI").is_some() {
+        panic!("promtool is missing: .ci/run installs it with apt-get install -y prometheus");
+    }
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failsafe_shows_in_the_metrics() {
+    let mut s = setup(3, "").await;
+    let all: Vec<String> = s.targets.iter().map(ip_of).collect();
+    let d = Daemon::start(&s.e, &s.config);
+    let addr = d.metrics_addr().await;
+    assert!(
+        until_ready(&s.api, &all, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        sample(
+            &http_get(&addr, "/metrics").await.1,
+            "epcheck_failsafe_active"
+        ),
+        Some(0.0)
+    );
+    for t in &mut s.targets {
+        t.refuse().await;
+    }
+    assert!(
+        d.wait_log("fail-safe active", Duration::from_secs(4)).await,
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        sample(
+            &http_get(&addr, "/metrics").await.1,
+            "epcheck_failsafe_active"
+        ),
+        Some(1.0)
+    );
+    let (_, status) = http_get(&addr, "/status").await;
+    assert!(status.contains("\"failsafe_active\":true"), "{status}");
     let (code, _, log) = d.terminate().await;
     assert_eq!(code, Some(0), "{log}");
 }

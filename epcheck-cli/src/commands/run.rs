@@ -1,10 +1,17 @@
-//! `epcheck run`: the daemon until SIGTERM/SIGINT.
+//! `epcheck run`: the daemon until SIGTERM/SIGINT, with the metrics and health server.
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 
-use crate::apiserver::connect;
+use anyhow::Context as _;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::apiserver::client_config;
 use crate::config::{Environment, Loaded, load};
+use crate::daemon::{DaemonOptions, Telemetry};
+use crate::http::{HttpState, serve};
 use crate::store::{Connect, open};
 
 /// Runs the daemon until `shutdown` resolves; returns exit code 0 after a clean shutdown.
@@ -18,9 +25,58 @@ pub async fn run(
     for w in &warnings {
         tracing::warn!("{}", w.display_with(path));
     }
-    let client = connect(&config, cwd, env)?;
+    let telemetry = Telemetry::new();
+    let mut registry = Registry::default();
+    telemetry.metrics.register(&mut registry);
+    let client = k8s_endpoints::Client::with_observer(
+        client_config(&config, cwd, env)?,
+        telemetry.metrics.apiserver_observer(),
+    )?;
     let store = open(&config, Connect::Lazy).await?;
-    crate::daemon::run(config, store, client, shutdown).await;
+
+    // One shutdown signal, fanned out to the HTTP server and the daemon.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let server = match config.metrics.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "cannot listen on {addr} (metrics.listen): choose another address, or set \
+                     metrics.listen to off"
+                )
+            })?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            tracing::info!(addr = %bound, "metrics and health server listening");
+            let state = HttpState::new(
+                Arc::new(registry),
+                telemetry.readiness.clone(),
+                Arc::new(telemetry.status.subscribe()),
+            );
+            Some(tokio::spawn(serve(
+                listener,
+                state,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
+    let options = DaemonOptions::for_config(&config);
+    let daemon =
+        crate::daemon::run_with(config, store, client, options, telemetry, stopped(stop_rx));
+    tokio::pin!(daemon);
+    tokio::select! {
+        () = &mut daemon => {}
+        () = shutdown => {
+            let _ = stop_tx.send(true);
+            daemon.await;
+        }
+    }
+    let _ = stop_tx.send(true);
+    if let Some(server) = server {
+        let _ = server.await;
+    }
     Ok(0)
 }
 

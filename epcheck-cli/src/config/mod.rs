@@ -1,8 +1,9 @@
 //! The configuration: the original Go tool's `config.yaml`, unchanged, plus epcheck's optional keys.
 //!
-//! Loading reads the file once, parses it into lenient raw types ([`raw`]), then [`validate`]
-//! turns those into the checked types below, collecting every error and warning with its key
-//! path and line. Nothing deeper in epcheck sees an `Option` that validation could have settled.
+//! Loading reads the file once and parses it into a YAML tree (the raw form); [`check`] then
+//! walks that tree key by key and builds the checked types below, collecting every error and
+//! warning with its key path and line (a [`LineIndex`] maps key paths to lines). Nothing deeper
+//! in epcheck sees an `Option` that validation could have settled.
 
 mod diagnostic;
 mod lines;
@@ -217,7 +218,8 @@ pub enum Mode {
 /// `metrics`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsConfig {
-    /// Listen address of the metrics and health server; `None` = disabled.
+    /// Listen address of the metrics and health server (default `0.0.0.0:9090`); `None` =
+    /// disabled (`listen: off`).
     pub listen: Option<SocketAddr>,
 }
 

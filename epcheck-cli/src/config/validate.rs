@@ -455,25 +455,20 @@ pub(super) fn read_failsafe(r: &mut Reader, value: Option<&Value>) -> Failsafe {
 
 pub(super) fn read_metrics(r: &mut Reader, value: Option<&Value>) -> MetricsConfig {
     let map = value.and_then(|v| r.mapping(v, "metrics", METRICS_KEYS));
-    let listen = r
-        .text(get(map, "listen"), "metrics.listen")
-        .filter(|s| !s.is_empty())
-        .and_then(|s| match s.parse::<SocketAddr>() {
+    let listen = match r.text(get(map, "listen"), "metrics.listen") {
+        None => Some(SocketAddr::from(([0, 0, 0, 0], 9090))),
+        Some(s) if s.is_empty() || s == "off" => None,
+        Some(s) => match s.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
                 r.error(
                     "metrics.listen",
-                    format!("{s:?} is not ip:port, e.g. 0.0.0.0:9090"),
+                    format!("{s:?} is not ip:port (e.g. 0.0.0.0:9090), or off"),
                 );
                 None
             }
-        });
-    if listen.is_some() {
-        r.warn(
-            "metrics.listen",
-            "the metrics server is not available in this version of epcheck; the key is ignored",
-        );
-    }
+        },
+    };
     MetricsConfig { listen }
 }
 

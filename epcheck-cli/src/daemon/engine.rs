@@ -17,12 +17,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
-use super::DaemonOptions;
 use super::failsafe::FailSafe;
 use super::persist::{Persister, Write};
 use super::table::{ServiceSlot, TargetSlot, restore_tracker, stored};
+use super::{DaemonOptions, Telemetry};
 use crate::apiserver::{effective_policy, not_ready_supported};
 use crate::config::Config;
+use crate::http::{ServiceStatus, StatusSnapshot, TargetStatus};
 use crate::round::service_targets;
 
 /// The result of one reconcile task.
@@ -52,6 +53,9 @@ pub struct Engine {
     reconciles: JoinSet<Done>,
     /// Out-of-schedule probes of healthy targets that confirm a removal quickly.
     witness: Witnesses,
+    telemetry: Telemetry,
+    /// Every service's targets have a known state (the first probe cycle is done).
+    first_cycle_done: bool,
 }
 
 /// A witness probe's result: target slot, start time, success.
@@ -79,6 +83,7 @@ impl Engine {
         store: Arc<dyn StateStore>,
         client: Client,
         options: DaemonOptions,
+        telemetry: Telemetry,
     ) -> Engine {
         let supported = not_ready_supported(&client).await;
         let restore_age = config.interval * 3 + Duration::from_secs(5);
@@ -115,6 +120,7 @@ impl Engine {
                 jitter: svc.probe.jitter,
                 timeout: svc.probe.timeout,
             };
+            let service_metrics = telemetry.metrics.service(&svc.key);
             let mut slot_ids = Vec::new();
             for target in service_targets(svc) {
                 let record = records
@@ -147,7 +153,9 @@ impl Engine {
                     successes: 0,
                     failures: 0,
                     failsafe_index,
+                    metrics: service_metrics.target(&target.name),
                 };
+                slot.metrics.set_health(slot.health);
                 let id = scheduler.add(target, check.clone(), tracker, opts);
                 debug_assert_eq!(id.index(), targets.len());
                 slot_ids.push(targets.len());
@@ -168,6 +176,9 @@ impl Engine {
                 failures: 0,
                 applied,
                 awaiting_confirmation: false,
+                metrics: service_metrics,
+                last_reconcile: None,
+                last_error: None,
             });
         }
         let canary = config.failsafe.canary.map(|addr| {
@@ -190,7 +201,7 @@ impl Engine {
         if restored > 0 {
             tracing::info!(restored, "restored recent target health from the store");
         }
-        let (persister, persist_task) = Persister::spawn(store);
+        let (persister, persist_task) = Persister::spawn(store, telemetry.metrics.clone());
         let first_cycle_deadline = now
             + config.interval.mul_f64(1.0 + config.probe.jitter)
             + config.timeout
@@ -231,6 +242,8 @@ impl Engine {
             first_cycle_deadline,
             reconciles: JoinSet::new(),
             witness,
+            telemetry,
+            first_cycle_done: false,
         }
     }
 
@@ -247,6 +260,7 @@ impl Engine {
         resync.tick().await;
         let mut flush = tokio::time::interval(self.options.flush_interval);
         flush.tick().await;
+        self.publish_status();
         tokio::pin!(shutdown);
         loop {
             let next = self.next_due();
@@ -261,7 +275,10 @@ impl Engine {
                 },
                 () = sleep_until(next) => self.start_due(),
                 _ = resync.tick() => self.resync(),
-                _ = flush.tick() => self.flush(),
+                _ = flush.tick() => {
+                    self.flush();
+                    self.publish_status();
+                }
             }
         }
         tracing::info!("shutting down: probing stopped, finishing in-flight writes");
@@ -314,6 +331,7 @@ impl Engine {
             return;
         };
         let success = ev.outcome.up;
+        slot.metrics.probe(&ev.outcome);
         slot.last_probe = Some(SystemTime::now());
         slot.last_error = ev.outcome.error.as_ref().map(|e| e.to_string());
         if success {
@@ -334,6 +352,7 @@ impl Engine {
         if let Some(t) = ev.transition {
             slot.health = t.to;
             slot.since = SystemTime::now();
+            slot.metrics.transition(t.to);
             let slot = slot.clone();
             self.on_transition(&slot, t.from);
             if t.to == Health::Down
@@ -344,9 +363,17 @@ impl Engine {
                 self.probe_witnesses(id);
             }
             self.mark_dirty(service);
+            self.update_service_gauges(service);
+            self.publish_status();
         } else if slot.health == Health::Unknown && ev.health() != Health::Unknown {
             slot.health = ev.health();
+            slot.metrics.set_health(slot.health);
             self.mark_dirty(service);
+        }
+        if !self.first_cycle_done && self.targets.iter().all(|t| t.health != Health::Unknown) {
+            self.first_cycle_done = true;
+            self.telemetry.readiness.set_first_cycle_done();
+            tracing::info!("first probe cycle done");
         }
         if success {
             // A success may confirm removals that were waiting for proof that the network works.
@@ -449,6 +476,8 @@ impl Engine {
         let holds = self.failsafe.holds();
         if holds != self.holding {
             self.holding = holds;
+            self.telemetry.metrics.set_failsafe_active(holds);
+            self.publish_status();
             if holds {
                 tracing::error!(
                     canary = self.failsafe.canary_failing(),
@@ -605,6 +634,11 @@ impl Engine {
         match done.result {
             Ok(outcome) => {
                 s.failures = 0;
+                let now = SystemTime::now();
+                s.metrics.reconciled(outcome.action, now);
+                s.last_reconcile = Some(now);
+                s.last_error = None;
+                self.telemetry.readiness.set_apiserver_ok();
                 if outcome.action.is_write() {
                     tracing::info!(
                         service = %s.key,
@@ -629,6 +663,8 @@ impl Engine {
             }
             Err(e) => {
                 s.failures += 1;
+                s.metrics.reconcile_failed();
+                s.last_error = Some(e.to_string());
                 let base = Duration::from_millis(500) * 2u32.saturating_pow(s.failures.min(10));
                 let cap = base.min(max_retry);
                 let wait = cap.mul_f64(rand::rng().random_range(0.5..=1.0));
@@ -643,6 +679,62 @@ impl Engine {
                 s.due = Instant::now() + wait;
             }
         }
+        self.update_service_gauges(done.service);
+        self.publish_status();
+    }
+
+    /// Sets a service's ready/configured gauges from its targets' health.
+    fn update_service_gauges(&self, service: usize) {
+        if let Some(s) = self.services.get(service) {
+            let ready = s
+                .targets
+                .iter()
+                .filter_map(|&i| self.targets.get(i))
+                .filter(|t| t.health == Health::Up)
+                .count();
+            s.metrics.set_endpoints(ready, s.targets.len());
+        }
+    }
+
+    /// Publishes the `/status` document.
+    fn publish_status(&self) {
+        let services = self
+            .services
+            .iter()
+            .map(|s| {
+                let targets: Vec<TargetStatus> = s
+                    .targets
+                    .iter()
+                    .filter_map(|&i| self.targets.get(i))
+                    .map(|t| TargetStatus {
+                        name: t.target.name.to_string(),
+                        ip: t.target.ip,
+                        port: t.target.port,
+                        state: t.health,
+                        since: Some(t.since),
+                        last_error: t.last_error.clone(),
+                        last_probe: t.last_probe,
+                    })
+                    .collect();
+                ServiceStatus {
+                    service: s.key.clone(),
+                    namespace: s.renderer.namespace().to_string(),
+                    name: s.renderer.name().to_string(),
+                    ready: targets.iter().filter(|t| t.state == Health::Up).count(),
+                    configured: targets.len(),
+                    last_reconcile: s.last_reconcile,
+                    error: s.last_error.clone(),
+                    targets,
+                }
+            })
+            .collect();
+        self.telemetry.status.send_replace(StatusSnapshot {
+            identity: None,
+            leader: None,
+            is_leader: true,
+            failsafe_active: self.holding,
+            services,
+        });
     }
 }
 

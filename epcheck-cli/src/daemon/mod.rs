@@ -26,8 +26,11 @@ use std::time::Duration;
 
 use k8s_endpoints::Client;
 use state_store::StateStore;
+use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::http::{Readiness, StatusSnapshot};
+use crate::metrics::Metrics;
 
 pub use engine::Engine;
 
@@ -59,6 +62,41 @@ impl DaemonOptions {
     }
 }
 
+/// What the daemon reports to: metrics, the readiness latch and the `/status` document. The
+/// caller serves them (see [`crate::http::serve`]); the daemon only updates them.
+#[derive(Clone, Debug)]
+pub struct Telemetry {
+    /// Metric handles (register them in the caller's registry).
+    pub metrics: Metrics,
+    /// Released once the first probe cycle is done and the ApiServer answered.
+    pub readiness: Readiness,
+    /// Receives a new `/status` document after each change.
+    pub status: Arc<watch::Sender<StatusSnapshot>>,
+}
+
+impl Telemetry {
+    /// Fresh metrics (this replica leads: there is no election yet), a latch with the config
+    /// marked loaded, and an empty status document.
+    pub fn new() -> Self {
+        let metrics = Metrics::new();
+        metrics.set_leader(true);
+        let readiness = Readiness::new();
+        readiness.set_config_loaded();
+        let (status, _) = watch::channel(StatusSnapshot::default());
+        Telemetry {
+            metrics,
+            readiness,
+            status: Arc::new(status),
+        }
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves; returns once in-flight writes finished (or the
 /// grace ran out) and state was flushed.
 pub async fn run(
@@ -68,18 +106,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let options = DaemonOptions::for_config(&config);
-    run_with(config, store, client, options, shutdown).await;
+    run_with(config, store, client, options, Telemetry::new(), shutdown).await;
 }
 
-/// [`run`] with explicit [`DaemonOptions`].
+/// [`run`] with explicit [`DaemonOptions`] and [`Telemetry`].
 pub async fn run_with(
     config: Config,
     store: Arc<dyn StateStore>,
     client: Client,
     options: DaemonOptions,
+    telemetry: Telemetry,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let engine = Engine::start(config, store, client, options).await;
+    let engine = Engine::start(config, store, client, options, telemetry).await;
     engine.run(shutdown).await;
 }
 

@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
+
 /// One write.
 #[derive(Debug)]
 pub enum Write {
@@ -47,10 +49,10 @@ const LOG_EVERY: Duration = Duration::from_secs(30);
 
 impl Persister {
     /// Starts the writer task.
-    pub fn spawn(store: Arc<dyn StateStore>) -> (Self, JoinHandle<()>) {
+    pub fn spawn(store: Arc<dyn StateStore>, metrics: Metrics) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(StoreStats::default());
-        let task = tokio::spawn(writer(store, rx, stats.clone()));
+        let task = tokio::spawn(writer(store, rx, stats.clone(), metrics));
         (Persister { tx, stats }, task)
     }
 
@@ -62,7 +64,12 @@ impl Persister {
     }
 }
 
-async fn writer(store: Arc<dyn StateStore>, mut rx: mpsc::Receiver<Write>, stats: Arc<StoreStats>) {
+async fn writer(
+    store: Arc<dyn StateStore>,
+    mut rx: mpsc::Receiver<Write>,
+    stats: Arc<StoreStats>,
+    metrics: Metrics,
+) {
     let mut last_log: Option<Instant> = None;
     let mut unlogged = 0u64;
     while let Some(w) = rx.recv().await {
@@ -73,6 +80,7 @@ async fn writer(store: Arc<dyn StateStore>, mut rx: mpsc::Receiver<Write>, stats
         };
         if let Err(e) = result {
             stats.errors.fetch_add(1, Ordering::Relaxed);
+            metrics.store_error();
             unlogged += 1;
             let now = Instant::now();
             if last_log.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
@@ -112,7 +120,7 @@ mod tests {
                 timeout: Duration::from_millis(100),
             })
         });
-        let (p, task) = Persister::spawn(Arc::new(mock));
+        let (p, task) = Persister::spawn(Arc::new(mock), Metrics::new());
         for _ in 0..3 {
             p.write(Write::Targets("svc".into(), vec![]));
         }

@@ -8,6 +8,8 @@ use probe_core::{Health, HealthTracker, Target};
 use state_store::{Health as StoredHealth, TargetRecord};
 use tokio::time::Instant;
 
+use crate::metrics::{ServiceMetrics, TargetMetrics};
+
 /// One target's runtime state.
 #[derive(Debug, Clone)]
 pub struct TargetSlot {
@@ -31,6 +33,8 @@ pub struct TargetSlot {
     pub failures: u32,
     /// Index in the fail-safe, `None` for targets that are not probed (`port: 0`).
     pub failsafe_index: Option<usize>,
+    /// Its metric series.
+    pub metrics: TargetMetrics,
 }
 
 impl TargetSlot {
@@ -73,6 +77,12 @@ pub struct ServiceSlot {
     pub applied: Option<(Vec<IpAddr>, Vec<IpAddr>)>,
     /// A down target is waiting for the fail-safe's confirmation before it is removed.
     pub awaiting_confirmation: bool,
+    /// Its metric series.
+    pub metrics: ServiceMetrics,
+    /// When it was last reconciled successfully.
+    pub last_reconcile: Option<SystemTime>,
+    /// Why the last reconcile failed.
+    pub last_error: Option<String>,
 }
 
 /// Probe-core's health as stored.
