@@ -81,6 +81,9 @@ pub enum Command {
     Once(OnceArgs),
     /// Show the health state recorded in the store (Redis).
     Status(StatusArgs),
+    /// Kuberhealthy external-check mode: probe once and report to KH_REPORTING_URL before
+    /// KH_CHECK_RUN_DEADLINE; exit 0 if the report was delivered.
+    Khcheck,
 }
 
 /// `status`.

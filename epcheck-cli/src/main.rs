@@ -47,6 +47,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             commands::run::run(&config_path()?, &cwd, &ProcessEnv, shutdown).await
         }
         Command::Status(args) => commands::status::run(args, &config_path()?, &ProcessEnv).await,
+        Command::Khcheck => {
+            let kh = epcheck::khcheck::KhEnv::from_env(&|k| std::env::var(k).ok())?;
+            let loaded = epcheck::config::load(&config_path()?, &ProcessEnv)?;
+            epcheck::khcheck::run_khcheck(&loaded.config, &kh).await
+        }
         Command::Validate(args) => {
             commands::validate::run(args, &config_path()?, &cwd, &ProcessEnv)
         }

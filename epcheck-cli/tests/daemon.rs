@@ -679,3 +679,146 @@ async fn failsafe_shows_in_the_metrics() {
     let (code, _, log) = d.terminate().await;
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// A loopback HTTP receiver that records each request body and answers 200.
+async fn webhook_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let sink = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            sink.lock().unwrap().push(body[..len].to_string());
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                                .await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/hook"), bodies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_script_and_webhook_see_each_transition_once() {
+    let (url, bodies) = webhook_receiver().await;
+    let scratch = Epcheck::new();
+    let log_file = scratch.path("notify.log");
+    let script = scratch.write(
+        "notify.sh",
+        &format!(
+            "#!/bin/sh\necho \"$1 $2 $3 $EPCHECK_IP\" >> {}\n",
+            log_file.display()
+        ),
+    );
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let extra = format!(
+        "notify:\n  script: {}\n  webhooks:\n    - url: {url}\n      format: json\n",
+        script.display()
+    );
+    let mut s = setup(3, &extra).await;
+    let all: Vec<String> = s.targets.iter().map(ip_of).collect();
+    let d = Daemon::start(&s.e, &s.config);
+    assert!(
+        until_ready(&s.api, &all, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    s.targets[1].refuse().await;
+    let want = vec![all[0].clone(), all[2].clone()];
+    assert!(
+        until_ready(&s.api, &want, Duration::from_secs(4))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    s.targets[1].accept().await.unwrap();
+    assert!(
+        until_ready(&s.api, &all, Duration::from_secs(4))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+
+    let lines = std::fs::read_to_string(&log_file).unwrap_or_default();
+    let mut lines: Vec<&str> = lines.lines().collect();
+    let ip = &all[1];
+    assert_eq!(
+        lines.len(),
+        4,
+        "one call per transition; got {lines:?}\n{log}"
+    );
+    // Target and service events of one change may be delivered in either order.
+    lines[..2].sort_unstable();
+    lines[2..].sort_unstable();
+    let down = format!("TARGET web/node-02 DOWN {ip}");
+    let up = format!("TARGET web/node-02 UP {ip}");
+    assert_eq!(
+        lines,
+        vec![
+            "SERVICE web DEGRADED ",
+            down.as_str(),
+            "SERVICE web HEALTHY ",
+            up.as_str()
+        ],
+        "script calls; log:\n{log}"
+    );
+    let bodies = bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 4, "{bodies:?}");
+    let events: Vec<serde_json::Value> = bodies
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    let target_downs = events
+        .iter()
+        .filter(|e| e["kind"] == "target" && e["to"] == "down")
+        .count();
+    let target_ups = events
+        .iter()
+        .filter(|e| e["kind"] == "target" && e["to"] == "up")
+        .count();
+    assert_eq!((target_downs, target_ups), (1, 1), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "target" && e["ip"] == ip.as_str())
+    );
+}

@@ -4,6 +4,7 @@
 mod util;
 
 mod daemon;
+mod khcheck;
 mod once;
 mod plan;
 mod probe;

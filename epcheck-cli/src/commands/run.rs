@@ -25,9 +25,31 @@ pub async fn run(
     for w in &warnings {
         tracing::warn!("{}", w.display_with(path));
     }
-    let telemetry = Telemetry::new();
+    let mut telemetry = Telemetry::new();
     let mut registry = Registry::default();
     telemetry.metrics.register(&mut registry);
+    let metrics = telemetry.metrics.clone();
+    let observer: crate::notify::Observer = Arc::new(move |stats, delivery| {
+        use crate::metrics::{Channel, Delivery};
+        let channel = if stats.kind == "script" {
+            Channel::Script
+        } else {
+            Channel::Webhook
+        };
+        let result = match delivery {
+            crate::notify::Delivery::Sent => Delivery::Sent,
+            crate::notify::Delivery::Failed => Delivery::Failed,
+            crate::notify::Delivery::Dropped => Delivery::Dropped,
+        };
+        metrics.notification(channel, result);
+    });
+    telemetry.notifier = Arc::new(crate::notify::Notifier::new(
+        &config.notify,
+        crate::notify::NotifyOptions {
+            observer: Some(observer),
+            ..Default::default()
+        },
+    )?);
     let client = k8s_endpoints::Client::with_observer(
         client_config(&config, cwd, env)?,
         telemetry.metrics.apiserver_observer(),

@@ -516,12 +516,6 @@ pub(super) fn read_notify(
             }
         }
     }
-    if script.is_some() || !webhooks.is_empty() {
-        r.warn(
-            "notify",
-            "notifications are not available in this version of epcheck; the key is ignored",
-        );
-    }
     NotifyConfig { script, webhooks }
 }
 

@@ -24,6 +24,7 @@ use super::{DaemonOptions, Telemetry};
 use crate::apiserver::{effective_policy, not_ready_supported};
 use crate::config::Config;
 use crate::http::{ServiceStatus, StatusSnapshot, TargetStatus};
+use crate::notify::{NotifyEvent, ServiceTracker, TargetEvent, should_notify};
 use crate::round::service_targets;
 
 /// The result of one reconcile task.
@@ -56,6 +57,8 @@ pub struct Engine {
     telemetry: Telemetry,
     /// Every service's targets have a known state (the first probe cycle is done).
     first_cycle_done: bool,
+    /// Each service's last HEALTHY/DEGRADED/DOWN, for service notifications.
+    service_health: ServiceTracker,
 }
 
 /// A witness probe's result: target slot, start time, success.
@@ -227,6 +230,20 @@ impl Engine {
             interval_ms = config.interval.as_millis() as u64,
             "epcheck started"
         );
+        // Restored state is not news: record it without notifying.
+        let mut service_health = ServiceTracker::new();
+        for svc in &services {
+            let health: Vec<Health> = svc
+                .targets
+                .iter()
+                .filter_map(|&i| targets.get(i))
+                .map(|t: &TargetSlot| t.health)
+                .collect();
+            if !health.is_empty() && health.iter().all(|h| *h != Health::Unknown) {
+                let ready = health.iter().filter(|h| **h == Health::Up).count();
+                service_health.restore(&svc.key, ready, health.len());
+            }
+        }
         Engine {
             config,
             options,
@@ -244,6 +261,7 @@ impl Engine {
             witness,
             telemetry,
             first_cycle_done: false,
+            service_health,
         }
     }
 
@@ -355,6 +373,15 @@ impl Engine {
             slot.metrics.transition(t.to);
             let slot = slot.clone();
             self.on_transition(&slot, t.from);
+            if should_notify(&t) {
+                self.telemetry
+                    .notifier
+                    .notify(NotifyEvent::Target(TargetEvent::new(
+                        &slot.target,
+                        &t,
+                        slot.last_error.clone(),
+                    )));
+            }
             if t.to == Health::Down
                 && slot
                     .failing_since
@@ -374,6 +401,9 @@ impl Engine {
             self.first_cycle_done = true;
             self.telemetry.readiness.set_first_cycle_done();
             tracing::info!("first probe cycle done");
+            for i in 0..self.services.len() {
+                self.update_service_gauges(i);
+            }
         }
         if success {
             // A success may confirm removals that were waiting for proof that the network works.
@@ -683,16 +713,31 @@ impl Engine {
         self.publish_status();
     }
 
-    /// Sets a service's ready/configured gauges from its targets' health.
-    fn update_service_gauges(&self, service: usize) {
-        if let Some(s) = self.services.get(service) {
-            let ready = s
-                .targets
-                .iter()
-                .filter_map(|&i| self.targets.get(i))
-                .filter(|t| t.health == Health::Up)
-                .count();
-            s.metrics.set_endpoints(ready, s.targets.len());
+    /// Sets a service's ready/configured gauges from its targets' health, and notifies a change
+    /// of its HEALTHY/DEGRADED/DOWN state once every target's health is known.
+    fn update_service_gauges(&mut self, service: usize) {
+        let Some(s) = self.services.get(service) else {
+            return;
+        };
+        let health = s
+            .targets
+            .iter()
+            .filter_map(|&i| self.targets.get(i))
+            .map(|t| t.health);
+        let (mut ready, mut unknown) = (0, 0);
+        for h in health {
+            ready += usize::from(h == Health::Up);
+            unknown += usize::from(h == Health::Unknown);
+        }
+        let total = s.targets.len();
+        s.metrics.set_endpoints(ready, total);
+        if unknown == 0 {
+            if let Some(event) =
+                self.service_health
+                    .observe(&s.key, ready, total, SystemTime::now())
+            {
+                self.telemetry.notifier.notify(NotifyEvent::Service(event));
+            }
         }
     }
 

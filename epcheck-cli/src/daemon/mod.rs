@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::http::{Readiness, StatusSnapshot};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 
 pub use engine::Engine;
 
@@ -72,6 +73,8 @@ pub struct Telemetry {
     pub readiness: Readiness,
     /// Receives a new `/status` document after each change.
     pub status: Arc<watch::Sender<StatusSnapshot>>,
+    /// Runs the notify script and webhooks on transitions.
+    pub notifier: Arc<Notifier>,
 }
 
 impl Telemetry {
@@ -87,6 +90,7 @@ impl Telemetry {
             metrics,
             readiness,
             status: Arc::new(status),
+            notifier: Arc::new(Notifier::disabled()),
         }
     }
 }
