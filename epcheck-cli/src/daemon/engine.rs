@@ -731,13 +731,12 @@ impl Engine {
         }
         let total = s.targets.len();
         s.metrics.set_endpoints(ready, total);
-        if unknown == 0 {
-            if let Some(event) =
+        if unknown == 0
+            && let Some(event) =
                 self.service_health
                     .observe(&s.key, ready, total, SystemTime::now())
-            {
-                self.telemetry.notifier.notify(NotifyEvent::Service(event));
-            }
+        {
+            self.telemetry.notifier.notify(NotifyEvent::Service(event));
         }
     }
 
