@@ -24,11 +24,13 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod khcheck;
+pub mod leader;
 pub mod metrics;
 pub mod notify;
 pub mod report;
 pub mod round;
 pub mod store;
+pub mod writer;
 
 use std::fmt;
 

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use k8s_endpoints::Endpoints;
+use k8s_endpoints::slices::EndpointSlice;
 use probe_core::{ProbeOutcome, Target};
 use serde::Serialize;
 
@@ -75,6 +76,9 @@ pub struct ServiceReport {
     /// The object written or planned (`plan` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
+    /// The EndpointSlices planned (`plan` with `mode: endpointslice`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint_slices: Option<Vec<EndpointSlice>>,
 }
 
 /// One target's probe result.

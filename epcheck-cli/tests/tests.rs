@@ -8,4 +8,5 @@ mod khcheck;
 mod once;
 mod plan;
 mod probe;
+mod slices;
 mod validate;

@@ -234,6 +234,50 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+
+    /// `mode: endpointslice` found no Service of this name: EndpointSlices need it (SPEC §9).
+    #[error(
+        "EndpointSlice mode needs the Service {namespace}/{name} to exist: epcheck's EndpointSlices carry an owner reference to it (and are garbage-collected with it), and kube-proxy only routes to slices of an existing Service; create a selector-less Service {name:?} in namespace {namespace:?}, or use mode: endpoints"
+    )]
+    SliceServiceMissing {
+        /// Namespace of the Service.
+        namespace: String,
+        /// Name of the Service.
+        name: String,
+    },
+
+    /// Every attempt to write a Service's EndpointSlices lost a race with another writer.
+    #[error(
+        "the EndpointSlices of Service {service} kept changing under epcheck: {attempts} passes in a row were refused (409 Conflict or AlreadyExists, or a slice vanished) after re-reading them; another writer is changing them (is a second epcheck running without leader election?), or an EndpointSlice without epcheck's labels already has one of the names epcheck uses (<service>-epcheck-ipv4-<n>, <service>-epcheck-ipv6-<n>)"
+    )]
+    SliceConflictRetriesExhausted {
+        /// `namespace/name` of the Service.
+        service: String,
+        /// How many passes were attempted.
+        attempts: u32,
+        /// The last refusal.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// Leader-election settings that cannot work (SPEC §9).
+    #[error("invalid leader election settings: {problem}")]
+    ElectionConfig {
+        /// What is wrong and what is expected.
+        problem: String,
+    },
+
+    /// A leader-election lock other than a Lease (e.g. a Redis key) failed.
+    #[error("leader election lock {lock}: {problem}")]
+    Lock {
+        /// The lock, as its `describe()` says.
+        lock: String,
+        /// What failed.
+        problem: String,
+        /// The backend's error.
+        #[source]
+        source: Option<BoxError>,
+    },
 }
 
 impl Error {

@@ -12,7 +12,10 @@
 //! * [`codec`] — JSON and YAML bodies and the `content_type` setting;
 //! * [`render`] — the desired object from the template and the probe results, and the body of
 //!   a `PUT` from the live object;
-//! * [`diff`](mod@diff) — comparing two objects by meaning, so that equal means no write.
+//! * [`diff`](mod@diff) — comparing two objects by meaning, so that equal means no write;
+//! * [`slices`] — `discovery.k8s.io/v1` EndpointSlices for `mode: endpointslice`: types,
+//!   rendering (labels, owner reference, one family and at most 100 endpoints per slice) and
+//!   the plan of writes ([`reconcile_slices`](client::reconcile_slices) is its online half).
 //!
 //! The online half, [`client`], builds on these: [`ClientConfig`] (base URL or the in-cluster
 //! environment, TLS, token and CA reload), [`Client`] (get/replace/create Endpoints, get a
@@ -71,23 +74,25 @@
 pub mod client;
 pub mod codec;
 pub mod diff;
+pub mod election;
 pub mod error;
 pub mod path;
 pub mod render;
+pub mod slices;
 pub mod token;
 pub mod types;
 
 pub use client::{
-    ApiError, ApiErrorKind, Client, ClientConfig, ReconcileAction, ReconcileMode, ReconcileOutcome,
-    RequestObserver, ServiceInfo, TokenSource, TransportKind, VersionInfo,
+    ApiError, ApiErrorKind, Client, ClientConfig, Lease, LeaseSpec, ReconcileAction, ReconcileMode,
+    ReconcileOutcome, RequestObserver, ServiceInfo, TokenSource, TransportKind, VersionInfo,
 };
 pub use codec::{ContentType, to_json, to_yaml};
 pub use diff::{EndpointsDiff, PortKey, diff};
 pub use error::Error;
 pub use path::{PathTemplate, validate_name, validate_namespace};
 pub use render::{
-    MANAGED_BY_LABEL, MANAGED_BY_VALUE, ManagedBy, NotReadyPolicy, Renderer, apply_to_live,
-    managed_by,
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE, ManagedBy, NotReadyPolicy, Renderer, SKIP_MIRROR_LABEL,
+    apply_to_live, managed_by, mark_skip_mirror,
 };
 pub use token::{Token, TokenLocation, read_token};
 pub use types::{

@@ -109,6 +109,21 @@ pub fn ensure_managed_by_label(endpoints: &mut Endpoints) {
         .or_insert_with(|| MANAGED_BY_VALUE.to_owned());
 }
 
+/// The label that keeps the endpointslice-mirroring controller from mirroring an Endpoints
+/// object into EndpointSlices.
+pub const SKIP_MIRROR_LABEL: &str = "endpointslice.kubernetes.io/skip-mirror";
+
+/// Labels an Endpoints object `endpointslice.kubernetes.io/skip-mirror: "true"`, for a Service
+/// whose EndpointSlices epcheck writes itself (`mode: endpointslice`): without it the mirroring
+/// controller would add slices of its own with the same addresses (SPEC §9). Returns whether
+/// the label was missing or different, i.e. whether the live object needs a write for it.
+pub fn mark_skip_mirror(endpoints: &mut Endpoints) -> bool {
+    let labels = &mut endpoints.metadata.labels;
+    let changed = labels.get(SKIP_MIRROR_LABEL).map(String::as_str) != Some("true");
+    labels.insert(SKIP_MIRROR_LABEL.to_owned(), "true".to_owned());
+    changed
+}
+
 /// Renders the desired Endpoints object of one service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Renderer {

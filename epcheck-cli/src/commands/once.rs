@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use k8s_endpoints::client::reconcile;
 use k8s_endpoints::{ReconcileAction, ReconcileMode, Renderer};
 
 use crate::apiserver::{connect, effective_policy, not_ready_supported};
@@ -10,6 +9,7 @@ use crate::cli::{OnceArgs, OutputFormat};
 use crate::config::{Environment, Loaded, load};
 use crate::report::{Action, Report, ServiceReport, TargetReport};
 use crate::round::{failsafe_holds, probe_all};
+use crate::writer::ObjectWriter;
 
 impl From<ReconcileAction> for Action {
     fn from(a: ReconcileAction) -> Self {
@@ -73,6 +73,7 @@ pub async fn run(
                 .map(|(t, o)| TargetReport::new(t, o))
                 .collect(),
             endpoints: None,
+            endpoint_slices: None,
         };
         if held {
             report.error = Some("fail-safe: every probe failed; nothing written".into());
@@ -84,8 +85,10 @@ pub async fn run(
                 &service.name,
                 service.ports.clone(),
                 policy,
-            ) {
-                Ok(renderer) => reconcile(&client, &renderer, &ready, &not_ready, mode).await,
+            )
+            .and_then(|r| ObjectWriter::new(r, config.mode))
+            {
+                Ok(writer) => writer.reconcile(&client, &ready, &not_ready, mode).await,
                 Err(e) => Err(e),
             };
             match outcome {
@@ -95,7 +98,7 @@ pub async fn run(
                             service = %service.key,
                             object = %format!("{}/{}", service.namespace, service.name),
                             action = %o.action,
-                            change = %o.diff,
+                            change = %o.change,
                             "endpoints reconciled"
                         );
                     }

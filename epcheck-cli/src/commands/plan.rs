@@ -3,10 +3,11 @@
 
 use std::path::Path;
 
+use k8s_endpoints::slices::SliceRenderer;
 use k8s_endpoints::{Renderer, to_yaml};
 
 use crate::cli::{PlanArgs, PlanFormat};
-use crate::config::{Environment, Loaded, load};
+use crate::config::{Environment, Loaded, Mode, load};
 use crate::report::{Action, Report, ServiceReport, TargetReport};
 use crate::round::{failsafe_holds, probe_all};
 
@@ -34,6 +35,14 @@ pub async fn run(args: &PlanArgs, path: &Path, env: &dyn Environment) -> anyhow:
         let ready = probes.ready();
         let not_ready = probes.not_ready();
         let endpoints = renderer.render(&ready, &not_ready, None);
+        // Offline there is no Service to own the slices: the owner reference's uid is left
+        // empty (the daemon fills it in from the live Service).
+        let endpoint_slices = match config.mode {
+            Mode::EndpointSlice => {
+                Some(SliceRenderer::from_renderer(&renderer)?.render("", &ready, &not_ready, &[]))
+            }
+            Mode::Endpoints => None,
+        };
         services.push(ServiceReport {
             service: service.key.clone(),
             namespace: service.namespace.clone(),
@@ -51,7 +60,8 @@ pub async fn run(args: &PlanArgs, path: &Path, env: &dyn Environment) -> anyhow:
                 .iter()
                 .map(|(t, o)| TargetReport::new(t, o))
                 .collect(),
-            endpoints: Some(endpoints),
+            endpoints: endpoint_slices.is_none().then_some(endpoints),
+            endpoint_slices,
         });
     }
     let report = Report { services };
@@ -67,6 +77,9 @@ pub async fn run(args: &PlanArgs, path: &Path, env: &dyn Environment) -> anyhow:
             for s in &report.services {
                 if let Some(e) = &s.endpoints {
                     print!("---\n{}", to_yaml(e)?);
+                }
+                for slice in s.endpoint_slices.iter().flatten() {
+                    print!("---\n{}", to_yaml(slice)?);
                 }
             }
         }

@@ -221,13 +221,7 @@ fn build(r: &mut Reader, root: &Value, base_dir: &Path, env: &dyn Environment) -
         .millis(get(top, "resync_interval"), "resync_interval")
         .unwrap_or(Duration::from_secs(30));
     let mode = match r.choice(get(top, "mode"), "mode", &["endpoints", "endpointslice"]) {
-        Some("endpointslice") => {
-            r.error(
-                "mode",
-                "mode endpointslice is not available in this version of epcheck; use endpoints",
-            );
-            Mode::EndpointSlice
-        }
+        Some("endpointslice") => Mode::EndpointSlice,
         _ => Mode::Endpoints,
     };
     let metrics = read_metrics(r, get(top, "metrics"));

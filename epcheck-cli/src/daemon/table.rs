@@ -3,12 +3,12 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use k8s_endpoints::Renderer;
 use probe_core::{Health, HealthTracker, Target};
 use state_store::{Health as StoredHealth, TargetRecord};
 use tokio::time::Instant;
 
 use crate::metrics::{ServiceMetrics, TargetMetrics};
+use crate::writer::ObjectWriter;
 
 /// One target's runtime state.
 #[derive(Debug, Clone)]
@@ -61,8 +61,8 @@ impl TargetSlot {
 pub struct ServiceSlot {
     /// The service key.
     pub key: String,
-    /// Renders its desired object.
-    pub renderer: Renderer,
+    /// Renders and writes its objects.
+    pub writer: ObjectWriter,
     /// Its targets (indices into the target table).
     pub targets: Vec<usize>,
     /// Something changed since the last successful reconcile.

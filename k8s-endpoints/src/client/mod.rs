@@ -55,10 +55,12 @@ mod auth;
 mod config;
 mod endpoints;
 mod error;
+mod lease;
 mod reconcile;
 mod request;
 mod retry;
 mod service;
+mod slices;
 mod tls;
 mod version;
 mod warning;
@@ -73,9 +75,11 @@ pub use error::{
     ApiError, ApiErrorKind, SNIPPET_CHARS, TransportKind, parse_retry_after, parse_status,
     sanitize_snippet,
 };
+pub use lease::{LEASE_API_VERSION, LEASE_KIND, Lease, LeaseSpec};
 pub use reconcile::{ReconcileAction, ReconcileMode, ReconcileOutcome, reconcile};
 pub use retry::{Backoff, RetryDecision, RetryPolicy, classify};
 pub use service::ServiceInfo;
+pub use slices::{SlicesOutcome, reconcile_slices};
 pub use tls::parse_ca_pem;
 pub use version::VersionInfo;
 pub use warning::parse_warning;

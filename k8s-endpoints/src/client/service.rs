@@ -28,6 +28,8 @@ pub struct ServiceInfo {
     pub cluster_ip: Option<String>,
     /// `metadata.resourceVersion`.
     pub resource_version: Option<String>,
+    /// `metadata.uid`: what the owner reference of epcheck's EndpointSlices names.
+    pub uid: Option<String>,
 }
 
 impl ServiceInfo {
@@ -65,6 +67,7 @@ impl ServiceInfo {
             service_type: wire.spec.as_ref().and_then(|s| s.service_type.clone()),
             cluster_ip: wire.spec.as_ref().and_then(|s| s.cluster_ip.clone()),
             resource_version: meta.resource_version,
+            uid: meta.uid,
         })
     }
 }
@@ -86,6 +89,8 @@ struct MetaWire {
     namespace: Option<String>,
     #[serde(default)]
     resource_version: Option<String>,
+    #[serde(default)]
+    uid: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -159,11 +164,13 @@ mod tests {
         assert!(!s.has_selector());
         assert_eq!(s.cluster_ip.as_deref(), Some("10.96.0.10"));
         assert_eq!(s.resource_version.as_deref(), Some("9"));
+        assert_eq!(s.uid, None);
         let s = ServiceInfo::from_json(
-            br#"{"metadata":{"name":"web"},"spec":{"selector":{"app":"web","tier":"fe"}}}"#,
+            br#"{"metadata":{"name":"web","uid":"6f1c"},"spec":{"selector":{"app":"web","tier":"fe"}}}"#,
         )
         .unwrap();
         assert!(s.has_selector());
+        assert_eq!(s.uid.as_deref(), Some("6f1c"));
         assert_eq!(s.selector_text(), "app=web,tier=fe");
         let s = ServiceInfo::from_json(br#"{"spec":{"selector":null}}"#).unwrap();
         assert!(!s.has_selector());

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_endpoints::client::{ReconcileMode, ReconcileOutcome, reconcile};
+use k8s_endpoints::client::ReconcileMode;
 use k8s_endpoints::{Client, Renderer};
 use probe_core::{
     Check, Health, ProbeEvent, Prober, ProberOptions, ScheduleOptions, Scheduler, Target,
@@ -23,16 +23,21 @@ use super::table::{ServiceSlot, TargetSlot, restore_tracker, stored};
 use super::{DaemonOptions, Telemetry};
 use crate::apiserver::{effective_policy, not_ready_supported};
 use crate::config::Config;
-use crate::http::{ServiceStatus, StatusSnapshot, TargetStatus};
 use crate::notify::{NotifyEvent, ServiceTracker, TargetEvent, should_notify};
 use crate::round::service_targets;
+use crate::writer::{ObjectWriter, WriteOutcome};
+
+mod report;
+mod witness;
+
+use witness::{WITNESSES, Witnesses};
 
 /// The result of one reconcile task.
 struct Done {
     service: usize,
     ready: Vec<IpAddr>,
     not_ready: Vec<IpAddr>,
-    result: Result<ReconcileOutcome, k8s_endpoints::Error>,
+    result: Result<WriteOutcome, k8s_endpoints::Error>,
 }
 
 /// The daemon's state and loop.
@@ -61,23 +66,6 @@ pub struct Engine {
     service_health: ServiceTracker,
 }
 
-/// A witness probe's result: target slot, start time, success.
-type WitnessResult = (usize, Instant, bool);
-
-/// Witness probes (see [`super::failsafe`]): when a target goes down while the fail-safe cannot
-/// yet tell its failure from the checker's, a few healthy targets are probed at once; one
-/// success proves the checker's network works, so the removal is written without waiting for
-/// their next scheduled probes.
-struct Witnesses {
-    prober: Prober,
-    tx: mpsc::Sender<WitnessResult>,
-    rx: mpsc::Receiver<WitnessResult>,
-    in_flight: usize,
-}
-
-/// How many healthy targets one confirmation probes.
-const WITNESSES: usize = 3;
-
 impl Engine {
     /// Builds the state: restores recent health from the store (so a restart does not flap),
     /// checks the cluster version for the `not_ready` policy, and prepares the scheduler.
@@ -102,14 +90,16 @@ impl Engine {
         let mut restored = 0usize;
         for (s_idx, svc) in config.services.iter().enumerate() {
             let records = load_records(store.as_ref(), &svc.key, restore_deadline).await;
-            let renderer = match Renderer::new(
+            let writer = match Renderer::new(
                 &config.endpoint_template,
                 &svc.namespace,
                 &svc.name,
                 svc.ports.clone(),
                 effective_policy(svc.not_ready, supported),
-            ) {
-                Ok(r) => r,
+            )
+            .and_then(|r| ObjectWriter::new(r, config.mode))
+            {
+                Ok(w) => w,
                 Err(e) => {
                     // Validation builds the same renderer, so a loaded config cannot get here.
                     tracing::error!(service = %svc.key, error = %e, "service skipped");
@@ -171,7 +161,7 @@ impl Engine {
             let _ = s_idx;
             services.push(ServiceSlot {
                 key: svc.key.clone(),
-                renderer,
+                writer,
                 targets: slot_ids,
                 dirty: true,
                 due: now,
@@ -421,60 +411,6 @@ impl Engine {
         self.update_hold();
     }
 
-    /// Probes up to [`WITNESSES`] healthy targets other than `failing` right now.
-    fn probe_witnesses(&mut self, failing: usize) {
-        if self.witness.in_flight > 0 {
-            return;
-        }
-        let start = rand::rng().random_range(0..self.targets.len().max(1));
-        let picks: Vec<(usize, Target)> = (0..self.targets.len())
-            .map(|k| (start + k) % self.targets.len())
-            .filter(|&i| i != failing)
-            .filter_map(|i| self.targets.get(i).map(|s| (i, s)))
-            .filter(|(_, s)| {
-                s.health == Health::Up && s.failing_since.is_none() && s.failsafe_index.is_some()
-            })
-            .take(WITNESSES)
-            .map(|(i, s)| (i, s.target.clone()))
-            .collect();
-        for (i, target) in picks {
-            self.witness.in_flight += 1;
-            let prober = self.witness.prober.clone();
-            let tx = self.witness.tx.clone();
-            let check = self
-                .services
-                .get(self.targets.get(i).map_or(0, |s| s.service))
-                .and_then(|s| self.config.service(&s.key))
-                .map(|c| c.probe.check.clone())
-                .unwrap_or_else(Check::tcp);
-            tokio::spawn(async move {
-                let started = Instant::now();
-                let outcome = prober.probe(&target, &check).await;
-                let _ = tx.send((i, started, outcome.up)).await;
-            });
-        }
-    }
-
-    fn on_witness(&mut self, slot: usize, started: Instant, ok: bool) {
-        self.witness.in_flight = self.witness.in_flight.saturating_sub(1);
-        if let Some(i) = self.targets.get(slot).and_then(|s| s.failsafe_index) {
-            self.failsafe.observe(i, ok, started);
-        }
-        if ok {
-            let waiting: Vec<usize> = self
-                .services
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.awaiting_confirmation || s.dirty)
-                .map(|(i, _)| i)
-                .collect();
-            for i in waiting {
-                self.mark_dirty(i);
-            }
-        }
-        self.update_hold();
-    }
-
     fn on_transition(&mut self, slot: &TargetSlot, from: Health) {
         let t = &slot.target;
         match slot.health {
@@ -631,7 +567,7 @@ impl Engine {
                 .applied
                 .as_ref()
                 .is_some_and(|(r, n)| *r == ready && *n == not_ready);
-            let renderer = s.renderer.clone();
+            let writer = s.writer.clone();
             let Some(s) = self.services.get_mut(i) else {
                 continue;
             };
@@ -643,8 +579,9 @@ impl Engine {
             s.in_flight = true;
             let client = self.client.clone();
             self.reconciles.spawn(async move {
-                let result =
-                    reconcile(&client, &renderer, &ready, &not_ready, ReconcileMode::Apply).await;
+                let result = writer
+                    .reconcile(&client, &ready, &not_ready, ReconcileMode::Apply)
+                    .await;
                 Done {
                     service: i,
                     ready,
@@ -672,9 +609,9 @@ impl Engine {
                 if outcome.action.is_write() {
                     tracing::info!(
                         service = %s.key,
-                        object = %format!("{}/{}", s.renderer.namespace(), s.renderer.name()),
+                        object = %format!("{}/{}", s.writer.namespace(), s.writer.name()),
                         action = %outcome.action,
-                        change = %outcome.diff,
+                        change = %outcome.change,
                         conflicts = outcome.conflicts,
                         "endpoints written"
                     );
@@ -685,7 +622,7 @@ impl Engine {
                         schema: state_store::SCHEMA_VERSION,
                         ready: done.ready.iter().map(ToString::to_string).collect(),
                         not_ready: done.not_ready.iter().map(ToString::to_string).collect(),
-                        resource_version: outcome.object.metadata.resource_version.clone(),
+                        resource_version: outcome.resource_version.clone(),
                         applied_at: state_store::now_ms(),
                     },
                 ));
@@ -711,74 +648,6 @@ impl Engine {
         }
         self.update_service_gauges(done.service);
         self.publish_status();
-    }
-
-    /// Sets a service's ready/configured gauges from its targets' health, and notifies a change
-    /// of its HEALTHY/DEGRADED/DOWN state once every target's health is known.
-    fn update_service_gauges(&mut self, service: usize) {
-        let Some(s) = self.services.get(service) else {
-            return;
-        };
-        let health = s
-            .targets
-            .iter()
-            .filter_map(|&i| self.targets.get(i))
-            .map(|t| t.health);
-        let (mut ready, mut unknown) = (0, 0);
-        for h in health {
-            ready += usize::from(h == Health::Up);
-            unknown += usize::from(h == Health::Unknown);
-        }
-        let total = s.targets.len();
-        s.metrics.set_endpoints(ready, total);
-        if unknown == 0
-            && let Some(event) =
-                self.service_health
-                    .observe(&s.key, ready, total, SystemTime::now())
-        {
-            self.telemetry.notifier.notify(NotifyEvent::Service(event));
-        }
-    }
-
-    /// Publishes the `/status` document.
-    fn publish_status(&self) {
-        let services = self
-            .services
-            .iter()
-            .map(|s| {
-                let targets: Vec<TargetStatus> = s
-                    .targets
-                    .iter()
-                    .filter_map(|&i| self.targets.get(i))
-                    .map(|t| TargetStatus {
-                        name: t.target.name.to_string(),
-                        ip: t.target.ip,
-                        port: t.target.port,
-                        state: t.health,
-                        since: Some(t.since),
-                        last_error: t.last_error.clone(),
-                        last_probe: t.last_probe,
-                    })
-                    .collect();
-                ServiceStatus {
-                    service: s.key.clone(),
-                    namespace: s.renderer.namespace().to_string(),
-                    name: s.renderer.name().to_string(),
-                    ready: targets.iter().filter(|t| t.state == Health::Up).count(),
-                    configured: targets.len(),
-                    last_reconcile: s.last_reconcile,
-                    error: s.last_error.clone(),
-                    targets,
-                }
-            })
-            .collect();
-        self.telemetry.status.send_replace(StatusSnapshot {
-            identity: None,
-            leader: None,
-            is_leader: true,
-            failsafe_active: self.holding,
-            services,
-        });
     }
 }
 

@@ -1,0 +1,479 @@
+//! Leader election for the daemon (SPEC §9): which backend the config asks for, and one
+//! handle, [`Election`], whose `watch::Receiver<LeaderState>` says whether this replica may
+//! write — the same for both backends:
+//!
+//! * `backend: lease` — [`k8s_endpoints::election::LeaderElector`] on a
+//!   `coordination.k8s.io/v1` Lease, through the daemon's ApiServer [`Client`];
+//! * `backend: redis` — [`TtlElector`] on the lock key `<prefix>lock:<name>`
+//!   ([`RedisTtlLock`]): `SET NX PX lease_duration`, renewed by its holder (a compare-and-set
+//!   script) every `retry_period`, released the same way on shutdown. The key expires on
+//!   Redis's clock, so no two hosts' clocks are compared.
+//!
+//! In both, a leader that has not renewed within `renew_deadline` of the start of its last
+//! successful renewal stops leading at once, by a timer, even while a renewal hangs — before
+//! the lock can expire for anyone else (`renew_deadline < lease_duration`).
+//!
+//! The daemon calls [`start_election`] once, checks [`LeaderState::leads_at`] right before
+//! every write (or [`Election::is_leader`]), and on shutdown stops writing first and then calls
+//! [`Election::shutdown`], which releases the lock so another replica takes over within about
+//! one `retry_period`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_endpoints::election::{
+    ElectionConfig, LeaderElector, LeaderState, LeaseLock, RELEASE_TIMEOUT, TtlElector, TtlLock,
+    identity, lease_namespace,
+};
+use k8s_endpoints::{Client, TokenLocation};
+use state_store::{RedisLock, RedisStore};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout};
+
+use crate::config::{Config, Environment, LeaderBackend};
+use crate::store::redis_options;
+
+/// Why the election cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaderError {
+    /// Invalid timings or Lease name (see the source).
+    #[error("cannot start leader election")]
+    Election(#[from] k8s_endpoints::Error),
+    /// `backend: redis` without a `redis` section.
+    #[error(
+        "leader_election.backend is redis but no Redis is configured; set redis.ipport or use backend: lease"
+    )]
+    NoRedis,
+    /// The Redis options of the config are invalid.
+    #[error("cannot set up the Redis connection for the leader lock")]
+    Redis(#[source] state_store::Error),
+}
+
+/// Which election the config asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaderBackendKind {
+    /// `leader_election.enabled: false`: this replica always leads.
+    Disabled,
+    /// A Lease `namespace/name`.
+    Lease {
+        /// The Lease's namespace (configured, else `POD_NAMESPACE`, the service account's
+        /// `namespace` file, `default`).
+        namespace: String,
+        /// The Lease's name.
+        name: String,
+    },
+    /// The Redis lock key `<prefix>lock:<name>`.
+    Redis {
+        /// The lock's name.
+        name: String,
+    },
+}
+
+/// The backend of `config`; `cwd` locates the token file whose `namespace` file names the
+/// Lease's namespace when the config does not.
+pub fn backend_kind(config: &Config, env: &dyn Environment, cwd: &Path) -> LeaderBackendKind {
+    let le = &config.leader_election;
+    if !le.enabled {
+        return LeaderBackendKind::Disabled;
+    }
+    let name = le.name.clone();
+    match le.backend {
+        LeaderBackend::Redis => LeaderBackendKind::Redis { name },
+        LeaderBackend::Lease => {
+            let namespace = le.namespace.clone().unwrap_or_else(|| {
+                let token = TokenLocation::from_setting(&config.token_file)
+                    .candidates(cwd)
+                    .into_iter()
+                    .find(|p| p.is_file());
+                lease_namespace(&|k| env.var(k), token.as_deref())
+            });
+            LeaderBackendKind::Lease { namespace, name }
+        }
+    }
+}
+
+/// The election settings of `config` for `identity`.
+pub fn election_config(config: &Config, identity: &str) -> ElectionConfig {
+    let le = &config.leader_election;
+    ElectionConfig {
+        lease_duration: le.lease_duration,
+        renew_deadline: le.renew_deadline,
+        retry_period: le.retry_period,
+        identity: identity.to_owned(),
+        release_on_cancel: true,
+    }
+}
+
+/// A running election (or none, when disabled): the leadership channel and the task.
+#[derive(Debug)]
+pub struct Election {
+    identity: String,
+    kind: LeaderBackendKind,
+    state: watch::Receiver<LeaderState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    /// Keeps a standalone channel open, so `changed()` waits instead of failing.
+    _standalone: Option<watch::Sender<LeaderState>>,
+}
+
+impl Election {
+    /// No election: always leader.
+    pub fn standalone(identity: impl Into<String>) -> Self {
+        let identity = identity.into();
+        let (tx, state) = watch::channel(LeaderState::standalone(identity.clone()));
+        Self {
+            identity,
+            kind: LeaderBackendKind::Disabled,
+            state,
+            stop: None,
+            task: None,
+            _standalone: Some(tx),
+        }
+    }
+
+    /// This replica's identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The backend.
+    pub fn kind(&self) -> &LeaderBackendKind {
+        &self.kind
+    }
+
+    /// A receiver of the leadership state.
+    pub fn subscribe(&self) -> watch::Receiver<LeaderState> {
+        self.state.clone()
+    }
+
+    /// Whether this replica may write now.
+    pub fn is_leader(&self) -> bool {
+        self.state.borrow().leads_at(Instant::now())
+    }
+
+    /// Stops the election: `is_leader` turns false, then a held lock is released (bounded by
+    /// [`RELEASE_TIMEOUT`]). Call it after the daemon stopped writing. Dropping the handle
+    /// does the same in the background.
+    pub async fn shutdown(mut self) {
+        drop(self.stop.take());
+        if let Some(mut task) = self.task.take()
+            && timeout(RELEASE_TIMEOUT + Duration::from_secs(1), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+
+    /// Stops at once without releasing (the lock expires by itself), as if the process died.
+    pub fn abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Starts the election `config` asks for; `client` is used for a Lease, `env` and `cwd` for
+/// the identity and the Lease's namespace. Must be called within a tokio runtime.
+///
+/// # Errors
+///
+/// [`LeaderError`] for invalid timings or names, or `backend: redis` without Redis.
+pub async fn start_election(
+    config: &Config,
+    client: &Client,
+    env: &dyn Environment,
+    cwd: &Path,
+) -> Result<Election, LeaderError> {
+    let kind = backend_kind(config, env, cwd);
+    let id = identity(&|k| env.var(k));
+    let settings = election_config(config, &id);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let (state, task) = match &kind {
+        LeaderBackendKind::Disabled => return Ok(Election::standalone(id)),
+        LeaderBackendKind::Lease { namespace, name } => {
+            let lock = LeaseLock::new(client.clone(), namespace, name, &id)?;
+            let elector = LeaderElector::new(lock, settings)?;
+            (elector.subscribe(), tokio::spawn(elector.run(shutdown)))
+        }
+        LeaderBackendKind::Redis { name } => {
+            let redis = config.redis.as_ref().ok_or(LeaderError::NoRedis)?;
+            let store = RedisStore::new_lazy(redis_options(redis))
+                .await
+                .map_err(LeaderError::Redis)?;
+            let elector = TtlElector::new(RedisTtlLock(store.lock(name)), settings)?;
+            (elector.subscribe(), tokio::spawn(elector.run(shutdown)))
+        }
+    };
+    Ok(Election {
+        identity: id,
+        kind,
+        state,
+        stop: Some(stop),
+        task: Some(task),
+        _standalone: None,
+    })
+}
+
+/// [`RedisLock`] as the [`TtlLock`] of a [`TtlElector`]: `SET NX PX` to take it, Lua
+/// compare-and-set scripts to renew and release it, so only the holder does either.
+#[derive(Debug, Clone)]
+pub struct RedisTtlLock(pub RedisLock);
+
+impl RedisTtlLock {
+    fn fail(&self, op: &str, e: state_store::Error) -> k8s_endpoints::Error {
+        k8s_endpoints::Error::Lock {
+            lock: self.describe(),
+            problem: format!("{op} failed"),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+impl TtlLock for RedisTtlLock {
+    async fn acquire(&self, identity: &str, ttl: Duration) -> Result<bool, k8s_endpoints::Error> {
+        let r = self.0.try_acquire(identity, ttl).await;
+        r.map_err(|e| self.fail("SET NX", e))
+    }
+
+    async fn renew(&self, identity: &str, ttl: Duration) -> Result<bool, k8s_endpoints::Error> {
+        let r = self.0.renew(identity, ttl).await;
+        r.map_err(|e| self.fail("renew", e))
+    }
+
+    async fn release(&self, identity: &str) -> Result<bool, k8s_endpoints::Error> {
+        let r = self.0.release(identity).await;
+        r.map_err(|e| self.fail("release", e))
+    }
+
+    async fn holder(&self) -> Result<Option<String>, k8s_endpoints::Error> {
+        let r = self.0.holder().await;
+        r.map_err(|e| self.fail("GET", e))
+    }
+
+    fn describe(&self) -> String {
+        format!("Redis key {}", self.0.key())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::collections::HashMap;
+
+    use fixtures::apiserver::{ApiServer, Permissions, Resource};
+    use fixtures::redis::RedisServer;
+    use state_store::RedisOptions;
+
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(2);
+    const RENEW: Duration = Duration::from_secs(1);
+    const RETRY: Duration = Duration::from_millis(200);
+    const SLACK: Duration = Duration::from_millis(300);
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn config(url: &str) -> Config {
+        let text = format!(
+            "interval: 1000\npingtimeout: 500\nurl: {url}\ntoken_file: t\n\
+             service_info: {{web: {{namespace: default, name: web}}}}\n\
+             service_healthcheck_list: {{web: {{port: 80, iplist: [{{name: n0, ip: 198.51.100.1}}]}}}}\n\
+             endpoint_template: {{kind: Endpoints, apiVersion: v1, subsets: [{{ports: [{{port: 80}}]}}]}}\n"
+        );
+        let mut c = crate::config::check(&text, Path::new("c.yaml"), &env(&[]))
+            .unwrap()
+            .config;
+        c.leader_election.lease_duration = LEASE;
+        c.leader_election.renew_deadline = RENEW;
+        c.leader_election.retry_period = RETRY;
+        c
+    }
+
+    #[tokio::test]
+    async fn selection_and_start_errors() {
+        let mut c = config("http://127.0.0.1:1");
+        let mut cc = k8s_endpoints::ClientConfig::from_url("http://127.0.0.1:1");
+        (cc.ca_file, cc.token) = (None, k8s_endpoints::TokenSource::None);
+        let client = Client::new(cc).unwrap();
+        let (cwd, e) = (
+            Path::new("/none"),
+            env(&[("POD_NAMESPACE", "ops"), ("POD_NAME", "p-1")]),
+        );
+        assert_eq!(backend_kind(&c, &e, cwd), LeaderBackendKind::Disabled);
+        let standalone = start_election(&c, &client, &e, cwd).await.unwrap();
+        assert!(standalone.is_leader() && standalone.identity().starts_with("p-1_"));
+        standalone.shutdown().await;
+        c.leader_election.enabled = true;
+        let lease = |ns: &str| LeaderBackendKind::Lease {
+            namespace: ns.into(),
+            name: "epcheck".into(),
+        };
+        assert_eq!(backend_kind(&c, &e, cwd), lease("ops"));
+        c.leader_election.namespace = Some("team".into());
+        assert_eq!(backend_kind(&c, &e, cwd), lease("team"));
+        c.leader_election.backend = LeaderBackend::Redis;
+        let redis = LeaderBackendKind::Redis {
+            name: "epcheck".into(),
+        };
+        assert_eq!(backend_kind(&c, &e, cwd), redis);
+        let s = election_config(&c, "me_abc123");
+        assert_eq!(
+            (s.lease_duration, s.renew_deadline, s.retry_period),
+            (LEASE, RENEW, RETRY)
+        );
+        c.redis = None;
+        let err = start_election(&c, &client, &e, cwd).await.unwrap_err();
+        assert!(matches!(err, LeaderError::NoRedis), "{err}");
+        c.leader_election.backend = LeaderBackend::Lease;
+        c.leader_election.renew_deadline = LEASE;
+        let err = start_election(&c, &client, &e, cwd).await.unwrap_err();
+        let chain = format!("{:#}", anyhow::Error::from(err));
+        assert!(chain.contains("lease_duration > renew_deadline"), "{chain}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lease_backend_leads_and_releases() {
+        let api = ApiServer::start().await.unwrap();
+        api.add_token("t", Permissions::all());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t"), "t").unwrap();
+        let mut c = config(&api.url());
+        c.leader_election.enabled = true;
+        let e = env(&[("POD_NAMESPACE", "ops")]);
+        let client = crate::apiserver::connect(&c, dir.path(), &e).unwrap();
+        let election = start_election(&c, &client, &e, dir.path()).await.unwrap();
+        let mut rx = election.subscribe();
+        rx.wait_for(|s| s.is_leader).await.unwrap();
+        let holder = |api: &ApiServer| {
+            api.get_object(Resource::Leases, "ops", "epcheck").unwrap()["spec"]["holderIdentity"]
+                .clone()
+        };
+        assert_eq!(holder(&api), election.identity());
+        election.shutdown().await;
+        assert!(!rx.borrow().is_leader);
+        assert_eq!(holder(&api), "");
+    }
+
+    async fn redis_elector(addr: &str, id: &str) -> Election {
+        let mut o = RedisOptions::new(addr);
+        o.key_prefix = "leader-test:".into();
+        let store = RedisStore::connect(o).await.unwrap();
+        let settings = ElectionConfig {
+            lease_duration: LEASE,
+            renew_deadline: RENEW,
+            retry_period: RETRY,
+            ..ElectionConfig::new(id)
+        };
+        let elector = TtlElector::new(RedisTtlLock(store.lock("epcheck")), settings).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let state = elector.subscribe();
+        let run = elector.run(async move {
+            let _ = stopped.await;
+        });
+        Election {
+            identity: id.into(),
+            kind: LeaderBackendKind::Redis {
+                name: "epcheck".into(),
+            },
+            state,
+            stop: Some(stop),
+            task: Some(tokio::spawn(run)),
+            _standalone: None,
+        }
+    }
+
+    /// The leader's index, polling every 20 ms up to `within`; never two at once.
+    async fn leader(cs: &[Election], within: Duration) -> usize {
+        let end = Instant::now() + within;
+        loop {
+            let leaders: Vec<usize> = (0..cs.len()).filter(|&i| cs[i].is_leader()).collect();
+            assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
+            if let Some(&i) = leaders.first() {
+                return i;
+            }
+            assert!(Instant::now() < end, "no leader within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Exactly one leader, the same, at every 20 ms sample for `dur`.
+    async fn steady(cs: &[Election], who: usize, dur: Duration) {
+        let end = Instant::now() + dur;
+        while Instant::now() < end {
+            assert_eq!(leader(cs, Duration::ZERO).await, who);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_one_leader_failover_and_release() {
+        let Some(server) = RedisServer::start().unwrap() else {
+            return;
+        };
+        let mut cs = Vec::new();
+        for id in ["a", "b", "c"] {
+            cs.push(redis_elector(&server.address(), id).await);
+        }
+        let first = leader(&cs, Duration::from_secs(2)).await;
+        steady(&cs, first, Duration::from_secs(3)).await;
+        let id = cs[first].identity().to_owned();
+        assert!(
+            cs.iter()
+                .all(|c| c.subscribe().borrow().leader.as_deref() == Some(&*id))
+        );
+        // Killed without a release: the key expires on Redis after lease_duration.
+        let dead = cs.remove(first);
+        let dead_until = dead.subscribe().borrow().valid_until.unwrap();
+        dead.abort();
+        let killed = Instant::now();
+        let next = leader(&cs, LEASE + RETRY.mul_f64(1.2) + SLACK).await;
+        let took = killed.elapsed();
+        eprintln!("redis failover after a kill: {took:?}");
+        assert!(took >= LEASE - RETRY - SLACK, "{took:?}");
+        assert!(dead_until < cs[next].subscribe().borrow().since);
+        steady(&cs, next, Duration::from_millis(500)).await;
+        // Released on shutdown: the other one takes over within a jittered retry.
+        let leaving = cs.remove(next);
+        let rx = leaving.subscribe();
+        leaving.shutdown().await;
+        let stopped = rx.borrow().since;
+        let next = leader(&cs, RETRY.mul_f64(1.2) + SLACK).await;
+        let took = cs[next].subscribe().borrow().since - stopped;
+        eprintln!("redis hand-over after a release: {took:?}");
+        assert!(took < RETRY.mul_f64(1.2) + SLACK, "{took:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_leader_steps_down_when_redis_is_gone() {
+        let Some(mut server) = RedisServer::start().unwrap() else {
+            return;
+        };
+        let cs = vec![redis_elector(&server.address(), "a").await];
+        leader(&cs, Duration::from_secs(2)).await;
+        tokio::time::sleep(RETRY * 2).await;
+        server.stop();
+        let gone = Instant::now();
+        // No renewal can succeed from here on: this is the term's last deadline.
+        let until = cs[0].subscribe().borrow().valid_until.unwrap();
+        assert!(until - gone <= RENEW);
+        let mut rx = cs[0].subscribe();
+        let since = rx.wait_for(|s| !s.is_leader).await.unwrap().since;
+        eprintln!("redis gone: stopped leading after {:?}", since - gone);
+        assert!(
+            since - until <= Duration::from_millis(100),
+            "{:?}",
+            since - until
+        );
+    }
+}
