@@ -19,18 +19,25 @@ const TIMEOUT_MS: u64 = 300;
 const FAST_MS: u64 = 100;
 
 /// A running `epcheck run` whose stderr is collected.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     log: Arc<Mutex<String>>,
 }
 
 impl Daemon {
-    fn start(e: &Epcheck, config: &str) -> Daemon {
+    pub(crate) fn start(e: &Epcheck, config: &str) -> Daemon {
+        Self::start_with_env(e, config, &[])
+    }
+
+    pub(crate) fn start_with_env(e: &Epcheck, config: &str, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = tokio::process::Command::from(e.cmd(&["run", "-f", config]));
         cmd.stderr(Stdio::piped())
             .stdout(Stdio::null())
             .kill_on_drop(true);
         cmd.env("EPCHECK_LOG", "info,epcheck=debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut child = cmd.spawn().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
@@ -44,7 +51,7 @@ impl Daemon {
         Daemon { child, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
@@ -65,7 +72,7 @@ impl Daemon {
         line[at..].split_whitespace().next().unwrap().to_string()
     }
 
-    async fn wait_log(&self, needle: &str, within: Duration) -> bool {
+    pub(crate) async fn wait_log(&self, needle: &str, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if self.log().contains(needle) {
@@ -76,8 +83,13 @@ impl Daemon {
         false
     }
 
+    /// Kills the process with SIGKILL, as if its node died.
+    pub(crate) async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// Sends SIGTERM and waits for the exit code.
-    async fn terminate(mut self) -> (Option<i32>, Duration, String) {
+    pub(crate) async fn terminate(mut self) -> (Option<i32>, Duration, String) {
         let pid = self.child.id().unwrap().to_string();
         let started = Instant::now();
         let status = std::process::Command::new("kill")
@@ -150,7 +162,11 @@ fn live_ready(api: &ApiServer) -> Vec<String> {
 }
 
 /// Waits until the live object's ready set equals `want`; returns the time it took.
-async fn until_ready(api: &ApiServer, want: &[String], within: Duration) -> Option<Duration> {
+pub(crate) async fn until_ready(
+    api: &ApiServer,
+    want: &[String],
+    within: Duration,
+) -> Option<Duration> {
     let started = Instant::now();
     while started.elapsed() < within {
         let mut got = live_ready(api);
@@ -165,7 +181,7 @@ async fn until_ready(api: &ApiServer, want: &[String], within: Duration) -> Opti
     None
 }
 
-fn ip_of(t: &ToggleTarget) -> String {
+pub(crate) fn ip_of(t: &ToggleTarget) -> String {
     t.addr().ip().to_string()
 }
 

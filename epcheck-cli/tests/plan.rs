@@ -111,3 +111,44 @@ async fn every_target_failing_holds_the_plan() {
             .contains("fail-safe")
     );
 }
+
+/// A loopback HTTP server answering every request with `status`; returns its port.
+async fn http_server(status: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_probes_follow_the_status() {
+    let e = Epcheck::new();
+    for (status, up) in [(200, true), (503, false)] {
+        let port = http_server(status).await;
+        let top = "interval: 2000\npingtimeout: 500\nurl: https://127.0.0.1:6443\ntoken_file: default\n\
+                   probe:\n  kind: http\n  http: {path: /healthz, expect_status: [200]}\n";
+        let path = e.write("http.yaml", &web_config(top, port, &["127.0.0.1".into()]));
+        let r = e
+            .run_async(&["plan", "-o", "json", "-f", path.to_str().unwrap()])
+            .await;
+        assert_eq!(r.code, 0, "{}", r.all());
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let t = &v["services"][0]["targets"][0];
+        assert_eq!(t["up"], up, "{t}");
+        if !up {
+            assert!(t["error"].as_str().unwrap().contains("HTTP 503"), "{t}");
+        }
+    }
+}

@@ -5,6 +5,7 @@ mod util;
 
 mod daemon;
 mod khcheck;
+mod leader;
 mod once;
 mod plan;
 mod probe;

@@ -10,13 +10,15 @@ use crate::error::{Error, Result};
 /// How to probe a target. One `Check` is usually shared (behind an `Arc`) by every target of a
 /// service.
 ///
-/// The enum is `#[non_exhaustive]`: an `Http` variant (SPEC §5.1) will be added without a breaking
-/// change, so `match`es outside this crate need a wildcard arm.
+/// The enum is `#[non_exhaustive]`: more kinds of check can be added without a breaking change, so
+/// `match`es outside this crate need a wildcard arm.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Check {
     /// Connect to `ip:port`, optionally send a string and expect a reply (see [`TcpCheck`]).
     Tcp(TcpCheck),
+    /// Send an HTTP `GET` and expect a status (see [`HttpCheck`]).
+    Http(HttpCheck),
     /// Run a check script (see [`ExecCheck`]).
     Exec(ExecCheck),
     /// No probe at all: the target is always up. This is what `port: 0` with no other probe means
@@ -30,11 +32,12 @@ impl Check {
         Check::Tcp(TcpCheck::default())
     }
 
-    /// A short lowercase name of the kind of check (`tcp`, `exec`, `static`), for logs and
-    /// metric labels.
+    /// A short lowercase name of the kind of check (`tcp`, `http`, `exec`, `static`), for logs
+    /// and metric labels.
     pub fn kind(&self) -> &'static str {
         match self {
             Check::Tcp(_) => "tcp",
+            Check::Http(_) => "http",
             Check::Exec(_) => "exec",
             Check::Static => "static",
         }
@@ -219,6 +222,143 @@ impl fmt::Display for Expect {
     }
 }
 
+/// An HTTP check (Kubernetes' `httpGet` probe, HAProxy's `option httpchk`): connect to
+/// `ip:port`, start TLS if `tls`, send `GET path` and require the response status to be one of
+/// `expect_status`.
+///
+/// The request is HTTP/1.1 with `Host` (see [`host`](Self::host)), `User-Agent: epcheck/<version>`
+/// and `Connection: close`, on a connection of its own (no pool, no keep-alive). Only the status
+/// line and headers are read; the body is dropped unread, so a health page of any size costs the
+/// same, and the connection is closed with a reset like a TCP probe's. The whole check (connect,
+/// TLS handshake, response headers) must finish within the prober's timeout.
+///
+/// # TLS
+///
+/// With `tls`, the server's certificate is **not verified**, exactly as Kubernetes' own HTTPS
+/// probes do (the kubelet sets `InsecureSkipVerify`). A health check asks "does this backend
+/// answer", not "is this who it claims to be"; backends are addressed by IP, and their
+/// certificates rarely carry IP SANs, so verification would fail for most real setups. The
+/// handshake's signatures are still checked (the server must hold the key of the certificate it
+/// shows), and the request carries no secret. Verification against a configured CA can be added
+/// later as an option without a breaking change (the struct is `#[non_exhaustive]`).
+///
+/// Build it with [`HttpCheck::new`] (or [`Default`]) and the `with_*` methods, which validate
+/// their input; a field changed by hand later is checked again when probing, and a bad value
+/// makes the probe fail with a message rather than panic.
+///
+/// ```
+/// use probe_core::{Check, HttpCheck};
+///
+/// let check = HttpCheck::new("/healthz")?
+///     .with_expect_status([200, 204])?
+///     .with_tls(true)
+///     .with_host("redis-proxy.example.com")?;
+/// assert!(check.status_matches(204));
+/// assert!(!check.status_matches(503));
+/// let check = Check::Http(check);
+/// assert_eq!(check.kind(), "http");
+/// # Ok::<(), probe_core::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HttpCheck {
+    /// The request target: an absolute path, optionally with a query (`/healthz`,
+    /// `/status?full=1`). Default `/`.
+    pub path: String,
+    /// The statuses that mean up. Default `[200]`; an empty list accepts any `2xx`.
+    pub expect_status: Vec<u16>,
+    /// Speak TLS (HTTPS) to the port. Default `false`.
+    pub tls: bool,
+    /// The name sent as the `Host` header and as the TLS server name (SNI), for backends that
+    /// serve several virtual hosts. `None` (the default) sends the target's IP, and no SNI (TLS
+    /// has no SNI for addresses). A port is appended to the `Host` header unless the target's
+    /// port is the scheme's default (80, or 443 with `tls`), as curl does.
+    pub host: Option<String>,
+}
+
+impl Default for HttpCheck {
+    /// `GET /`, expecting 200, plain HTTP, `Host` = the target's address.
+    fn default() -> Self {
+        Self {
+            path: "/".to_owned(),
+            expect_status: vec![200],
+            tls: false,
+            host: None,
+        }
+    }
+}
+
+impl HttpCheck {
+    /// A check of `GET path` expecting 200, without TLS.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCheck`] if `path` does not start with `/`, contains a fragment (`#`, never
+    /// sent to a server), or has characters not allowed in a request line (spaces, controls).
+    pub fn new(path: impl Into<String>) -> Result<Self> {
+        let path = path.into();
+        crate::http::check_path(&path)?;
+        Ok(Self {
+            path,
+            ..Self::default()
+        })
+    }
+
+    /// Sets the statuses that mean up; an empty list accepts any `2xx`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCheck`] if a status is outside `100..=599`.
+    pub fn with_expect_status(mut self, statuses: impl Into<Vec<u16>>) -> Result<Self> {
+        let statuses = statuses.into();
+        if let Some(bad) = statuses.iter().find(|s| !(100..=599).contains(*s)) {
+            return Err(Error::InvalidCheck(format!(
+                "http check `expect_status` has {bad}; HTTP statuses are 100 to 599"
+            )));
+        }
+        self.expect_status = statuses;
+        Ok(self)
+    }
+
+    /// Turns TLS (HTTPS) on or off. See [TLS](#tls) for why certificates are not verified.
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Sets the `Host` header and TLS server name: a DNS name or an IP address, without a port.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCheck`] if `host` is neither a valid DNS name nor an IP address.
+    pub fn with_host(mut self, host: impl Into<String>) -> Result<Self> {
+        let host = host.into();
+        crate::http::check_host(&host)?;
+        self.host = Some(host);
+        Ok(self)
+    }
+
+    /// Whether a response with `status` means up: `status` is in
+    /// [`expect_status`](Self::expect_status), or is a `2xx` when that list is empty.
+    pub fn status_matches(&self, status: u16) -> bool {
+        if self.expect_status.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.expect_status.contains(&status)
+        }
+    }
+
+    /// Checks the fields as the constructors do (for a check whose fields were set by hand).
+    ///
+    /// # Errors
+    /// The [`Error::InvalidCheck`] a constructor would have returned.
+    pub fn validate(&self) -> Result<()> {
+        crate::http::check_path(&self.path)?;
+        Self::default().with_expect_status(self.expect_status.clone())?;
+        if let Some(host) = &self.host {
+            crate::http::check_host(host)?;
+        }
+        Ok(())
+    }
+}
+
 /// An exec check (keepalived's `vrrp_script`, OpenShift's check scripts): run a program; exit
 /// status 0 means up.
 ///
@@ -355,5 +495,6 @@ mod tests {
         assert_eq!(Check::Static.kind(), "static");
         let exec = ExecCheck::new(vec!["x".into()], Duration::from_secs(1)).unwrap();
         assert_eq!(Check::Exec(exec).kind(), "exec");
+        assert_eq!(Check::Http(HttpCheck::default()).kind(), "http");
     }
 }

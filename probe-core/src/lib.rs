@@ -3,7 +3,8 @@
 //!
 //! - [`Target`]: one backend (`service/name ip:port`), cheap to clone.
 //! - [`Check`]: how to probe it: [`TcpCheck`] (connect, optional `send`/[`Expect`]),
-//!   [`ExecCheck`] (a check script), or [`Check::Static`] (always up).
+//!   [`HttpCheck`] (`GET path`, expected status, optionally over TLS), [`ExecCheck`] (a check
+//!   script), or [`Check::Static`] (always up).
 //! - [`Prober`]: runs probes with a timeout and at most `concurrency` in flight; a round of
 //!   thousands of targets with a few hanging ones costs about one timeout.
 //! - [`ProbeOutcome`]: up or down, latency, and a classified [`ProbeError`]
@@ -70,6 +71,9 @@
 //!   targets every 2 s would exhaust the ephemeral ports.
 //! - **The whole TCP probe is bounded by one timeout**: connect, `send` and reading the reply
 //!   together. Replies are read up to [`MAX_REPLY_BYTES`].
+//! - **HTTP checks** use one connection per probe (no pool), read only the response head and close
+//!   with a reset like TCP probes. With TLS, certificates are not verified, as in Kubernetes' own
+//!   HTTPS probes (see [`HttpCheck`] for why).
 //! - **Exec checks** run without a shell, in their own process group, which is killed as a whole
 //!   when their own timeout ([`ExecCheck::timeout`]) ends.
 //! - **Failure kinds**: the four of SPEC §5.1 (refused, timeout, unreachable, other) plus
@@ -83,6 +87,7 @@ mod check;
 mod error;
 mod exec;
 mod health;
+mod http;
 mod limits;
 mod outcome;
 mod prober;
@@ -90,7 +95,7 @@ pub mod scheduler;
 mod target;
 mod tcp;
 
-pub use check::{Check, ExecCheck, Expect, TcpCheck};
+pub use check::{Check, ExecCheck, Expect, HttpCheck, TcpCheck};
 pub use error::{Error, Result};
 pub use health::{Health, HealthTracker, Transition};
 pub use limits::{

@@ -136,8 +136,9 @@ pub enum FailureKind {
     /// The network said the address cannot be reached (`EHOSTUNREACH`, `ENETUNREACH`,
     /// `EADDRNOTAVAIL`, `EHOSTDOWN`).
     Unreachable,
-    /// Connected, but the reply did not satisfy `expect` before the peer closed or the read limit
-    /// was reached.
+    /// Connected, but the answer was wrong: the reply did not satisfy `expect` before the peer
+    /// closed or the read limit was reached, an HTTP status not in `expect_status`, or a reply
+    /// that is not HTTP at all.
     UnexpectedReply,
     /// An exec check ran and exited with a non-zero status or was killed by a signal.
     ExitStatus,

@@ -11,13 +11,14 @@ use tokio::task::JoinSet;
 use crate::check::Check;
 use crate::outcome::{FailureKind, ProbeError, ProbeOutcome};
 use crate::target::Target;
-use crate::{exec, tcp};
+use crate::{exec, http, tcp};
 
 /// Settings of a [`Prober`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProberOptions {
-    /// Timeout of one TCP probe, connect and `send`/`expect` together (the config's
-    /// `pingtimeout`). Exec checks use their own [`ExecCheck::timeout`](crate::ExecCheck::timeout).
+    /// Timeout of one TCP probe, connect and `send`/`expect` together, or of one HTTP probe,
+    /// connect, TLS and response head together (the config's `pingtimeout`). Exec checks use
+    /// their own [`ExecCheck::timeout`](crate::ExecCheck::timeout).
     pub timeout: Duration,
     /// Most probes in flight at once, over all callers of one prober and its clones. Cap it with
     /// [`effective_concurrency`](crate::effective_concurrency) first; 0 is read as 1.
@@ -111,6 +112,8 @@ impl Prober {
     ///
     /// - [`Check::Tcp`]: connect to [`Target::addr`] within the timeout, then `send`/`expect` if
     ///   configured; the connection is closed with a reset (no `TIME_WAIT`).
+    /// - [`Check::Http`]: connect, start TLS if configured, send `GET path` and compare the
+    ///   response status, all within the timeout; the body is never read.
     /// - [`Check::Exec`]: run the command with the target in its environment, within the check's
     ///   own timeout, killing its process group on timeout.
     /// - [`Check::Static`]: up at once, latency 0.
@@ -120,8 +123,8 @@ impl Prober {
     }
 
     /// Like [`probe`](Self::probe), with `timeout` instead of [`ProberOptions::timeout`] for a
-    /// TCP check (a scheduler whose targets have different timeouts shares one prober). Exec
-    /// checks still use their own [`ExecCheck::timeout`](crate::ExecCheck::timeout).
+    /// TCP or HTTP check (a scheduler whose targets have different timeouts shares one prober).
+    /// Exec checks still use their own [`ExecCheck::timeout`](crate::ExecCheck::timeout).
     pub async fn probe_with_timeout(
         &self,
         target: &Target,
@@ -132,6 +135,7 @@ impl Prober {
         let _permit = self.inner.permits.acquire().await;
         match check {
             Check::Tcp(tcp) => tcp::probe(target.addr(), tcp, timeout).await,
+            Check::Http(http) => http::probe(target, http, timeout).await,
             Check::Exec(exec) => exec::probe(target, exec).await,
             Check::Static => ProbeOutcome::up(Duration::ZERO),
         }

@@ -55,6 +55,13 @@ pub async fn run(
         telemetry.metrics.apiserver_observer(),
     )?;
     let store = open(&config, Connect::Lazy).await?;
+    let election = crate::leader::start_election(&config, &client, env, cwd).await?;
+    if config.leader_election.enabled {
+        tracing::info!(identity = election.identity(), backend = ?election.kind(), "leader election on");
+        telemetry.identity = Some(election.identity().to_string());
+    }
+    telemetry.leadership = election.subscribe();
+    telemetry.metrics.set_leader(election.is_leader());
 
     // One shutdown signal, fanned out to the HTTP server and the daemon.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -96,6 +103,8 @@ pub async fn run(
         }
     }
     let _ = stop_tx.send(true);
+    // The daemon has stopped writing: now the lease can be released for the next leader.
+    election.shutdown().await;
     if let Some(server) = server {
         let _ = server.await;
     }

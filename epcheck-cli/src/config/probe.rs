@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use probe_core::{Check, ExecCheck, Expect, TcpCheck};
+use probe_core::{Check, ExecCheck, Expect, HttpCheck, TcpCheck};
 use serde_yaml::{Mapping, Value};
 
 use super::reader::{Reader, get, join};
@@ -18,18 +18,12 @@ pub(super) struct ProbeDefaults {
     pub(super) send: Option<String>,
     pub(super) expect: Option<Expect>,
     pub(super) exec: Option<ExecCheck>,
+    pub(super) http: HttpCheck,
 }
 
 pub(super) fn read_kind(r: &mut Reader, value: Option<&Value>, path: &str) -> Option<ProbeKind> {
     match r.choice(value, path, &["tcp", "http", "exec"])? {
-        "http" => {
-            r.error(
-                path,
-                "the http probe is not available in this version of epcheck; use tcp with \
-                 send/expect, or exec",
-            );
-            None
-        }
+        "http" => Some(ProbeKind::Http),
         "exec" => Some(ProbeKind::Exec),
         _ => Some(ProbeKind::Tcp),
     }
@@ -94,6 +88,51 @@ pub(super) fn read_exec(
     Some(ExecCheck { command, timeout })
 }
 
+/// `probe.http`: path, expected statuses, TLS, Host; `base` supplies what is not set.
+pub(super) fn read_http(
+    r: &mut Reader,
+    value: Option<&Value>,
+    path: &str,
+    base: &HttpCheck,
+) -> HttpCheck {
+    let Some(value) = value else {
+        return base.clone();
+    };
+    let map = r.mapping(value, path, HTTP_KEYS);
+    let mut check = base.clone();
+    if let Some(p) = r.text(get(map, "path"), &join(path, "path")) {
+        match HttpCheck::new(p) {
+            Ok(c) => check.path = c.path,
+            Err(e) => r.error(&join(path, "path"), e.to_string()),
+        }
+    }
+    if let Some(v) = get(map, "expect_status") {
+        let spath = join(path, "expect_status");
+        let mut codes = Vec::new();
+        if let Some(items) = r.sequence(v, &spath) {
+            for (i, item) in items.iter().enumerate() {
+                if let Some(c) = r.integer(Some(item), &format!("{spath}[{i}]"), 100, 599) {
+                    codes.push(c as u16);
+                }
+            }
+        }
+        match check.clone().with_expect_status(codes) {
+            Ok(c) => check = c,
+            Err(e) => r.error(&spath, e.to_string()),
+        }
+    }
+    if let Some(tls) = r.boolean(get(map, "tls"), &join(path, "tls")) {
+        check = check.with_tls(tls);
+    }
+    if let Some(host) = r.text(get(map, "host"), &join(path, "host")) {
+        match check.clone().with_host(host) {
+            Ok(c) => check = c,
+            Err(e) => r.error(&join(path, "host"), e.to_string()),
+        }
+    }
+    check
+}
+
 pub(super) fn read_probe_defaults(
     r: &mut Reader,
     value: Option<&Value>,
@@ -125,10 +164,8 @@ pub(super) fn read_probe_defaults(
         send: r.text(get(map, "send"), "probe.send"),
         expect: read_expect(r, map, "probe"),
         exec: read_exec(r, get(map, "exec"), "probe.exec", timeout),
+        http: read_http(r, get(map, "http"), "probe.http", &HttpCheck::default()),
     };
-    if let Some(v) = get(map, "http") {
-        r.mapping(v, "probe.http", HTTP_KEYS);
-    }
     let concurrency = r
         .integer(get(map, "concurrency"), "probe.concurrency", 1, 1 << 20)
         .unwrap_or(1024) as usize;
@@ -143,6 +180,7 @@ pub(super) fn service_probe(
 ) -> ProbeSettings {
     let check = match (d.kind, &d.exec) {
         (ProbeKind::Exec, Some(exec)) => Check::Exec(exec.clone()),
+        (ProbeKind::Http, _) => Check::Http(d.http.clone()),
         (ProbeKind::Tcp, _) if port == 0 => Check::Static,
         _ => Check::Tcp(TcpCheck {
             send: d.send.clone(),
@@ -213,10 +251,8 @@ pub(super) fn read_service_probe(
         expect: expect.or_else(|| defaults.expect.clone()),
         exec: read_exec(r, get(map, "exec"), &join(path, "exec"), timeout)
             .or_else(|| defaults.exec.clone()),
+        http: read_http(r, get(map, "http"), &join(path, "http"), &defaults.http),
     };
-    if let Some(v) = get(map, "http") {
-        r.mapping(v, &join(path, "http"), HTTP_KEYS);
-    }
     finish_probe(
         r,
         path,
@@ -236,6 +272,12 @@ pub(super) fn finish_probe(
         r.error(
             &join(path, "exec.command"),
             "probe kind exec needs probe.exec.command",
+        );
+    }
+    if port == 0 && matches!(p.check, Check::Http(_)) {
+        r.error(
+            &path.replace(".probe", ".port"),
+            "an http probe needs the health-check port (1..=65535), not 0",
         );
     }
     if port == 0 && matches!(p.check, Check::Static) {

@@ -563,12 +563,6 @@ pub(super) fn read_leader(r: &mut Reader, value: Option<&Value>) -> LeaderElecti
             ),
         );
     }
-    if enabled {
-        r.error(
-            &join(p, "enabled"),
-            "leader election is not available in this version of epcheck: run one replica",
-        );
-    }
     LeaderElection {
         enabled,
         backend,

@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::http::{Readiness, StatusSnapshot};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use k8s_endpoints::election::LeaderState;
 
 pub use engine::Engine;
 
@@ -75,6 +76,10 @@ pub struct Telemetry {
     pub status: Arc<watch::Sender<StatusSnapshot>>,
     /// Runs the notify script and webhooks on transitions.
     pub notifier: Arc<Notifier>,
+    /// Whether this replica may write (leader election, SPEC §9); always leading without it.
+    pub leadership: watch::Receiver<LeaderState>,
+    /// This replica's leader-election identity, when elections run.
+    pub identity: Option<String>,
 }
 
 impl Telemetry {
@@ -91,6 +96,8 @@ impl Telemetry {
             readiness,
             status: Arc::new(status),
             notifier: Arc::new(Notifier::disabled()),
+            leadership: watch::channel(LeaderState::standalone("standalone")).1,
+            identity: None,
         }
     }
 }

@@ -277,6 +277,7 @@ impl Engine {
                 () = &mut shutdown => break,
                 Some(ev) = events.recv() => self.on_probe(ev),
                 Some((slot, started, ok)) = self.witness.rx.recv() => self.on_witness(slot, started, ok),
+                Ok(()) = self.telemetry.leadership.changed() => self.on_leadership(),
                 Some(done) = self.reconciles.join_next(), if !self.reconciles.is_empty() => match done {
                     Ok(done) => self.on_done(done),
                     Err(e) => tracing::error!(error = %e, "a reconcile task failed"),
@@ -316,6 +317,39 @@ impl Engine {
         drop(persister);
         let _ = tokio::time::timeout(Duration::from_millis(500), persist_task).await;
         tracing::info!("epcheck stopped");
+    }
+
+    /// Leadership changed: a new leader resyncs at once; a replica that lost it stops writing
+    /// at once (in-flight writes are cancelled — the election ends a term well before another
+    /// replica may take over, so no two replicas write at the same time).
+    fn on_leadership(&mut self) {
+        let state = self.telemetry.leadership.borrow_and_update().clone();
+        self.telemetry.metrics.set_leader(state.is_leader);
+        if state.is_leader {
+            tracing::info!("this replica leads: resyncing every service now");
+            self.resync();
+        } else {
+            if !self.reconciles.is_empty() {
+                tracing::warn!("leadership lost: cancelling in-flight writes");
+                self.reconciles.abort_all();
+            }
+            for s in &mut self.services {
+                if s.in_flight {
+                    s.in_flight = false;
+                    s.dirty = true;
+                }
+            }
+            tracing::info!(
+                leader = state.leader.as_deref().unwrap_or("none"),
+                "following"
+            );
+        }
+        self.publish_status();
+    }
+
+    /// Whether this replica may start a write now.
+    fn leads(&self) -> bool {
+        self.telemetry.leadership.borrow().leads_at(Instant::now())
     }
 
     /// The earliest time a dirty service may be reconciled.
@@ -536,6 +570,13 @@ impl Engine {
 
     fn start_due(&mut self) {
         let now = Instant::now();
+        if !self.leads() {
+            // Followers probe and report but never write; leadership changes wake the loop.
+            for s in self.services.iter_mut().filter(|s| s.dirty && s.due <= now) {
+                s.due = now + Duration::from_millis(200);
+            }
+            return;
+        }
         if self.holding {
             // Nothing is written while the fail-safe holds; check again shortly.
             for s in self.services.iter_mut().filter(|s| s.dirty && s.due <= now) {

@@ -68,10 +68,11 @@ impl Engine {
                 }
             })
             .collect();
+        let leadership = self.telemetry.leadership.borrow().clone();
         self.telemetry.status.send_replace(StatusSnapshot {
-            identity: None,
-            leader: None,
-            is_leader: true,
+            identity: self.telemetry.identity.clone(),
+            leader: leadership.leader.clone(),
+            is_leader: leadership.is_leader,
             failsafe_active: self.holding,
             services,
         });
