@@ -15,7 +15,7 @@ const RETRY_MS: u64 = 300;
 
 struct Replicas {
     api: ApiServer,
-    e: Epcheck,
+    _e: Epcheck,
     targets: Vec<ToggleTarget>,
     daemons: Vec<Option<Daemon>>,
 }
