@@ -60,7 +60,7 @@ async fn start(backend: &str, redis: Option<&str>) -> Replicas {
     }
     Replicas {
         api,
-        e,
+        _e: e,
         targets,
         daemons,
     }
