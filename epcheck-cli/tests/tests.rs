@@ -5,6 +5,7 @@ mod util;
 
 mod daemon;
 mod khcheck;
+mod lab;
 mod leader;
 mod once;
 mod plan;
