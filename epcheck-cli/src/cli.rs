@@ -84,6 +84,32 @@ pub enum Command {
     /// Kuberhealthy external-check mode: probe once and report to KH_REPORTING_URL before
     /// KH_CHECK_RUN_DEADLINE; exit 0 if the report was delivered.
     Khcheck,
+    /// Print the Kubernetes objects that deploy epcheck for this config, as a YAML stream.
+    Manifests(ManifestsArgs),
+}
+
+/// `manifests`.
+#[derive(Debug, Args)]
+pub struct ManifestsArgs {
+    /// Namespace epcheck runs in.
+    #[arg(long, default_value = "epcheck")]
+    pub namespace: String,
+    /// Container image [default: ghcr.io/epcheck/epcheck:<this version>].
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Deployment replicas [default: 2 with leader election, else 1]; more than one needs
+    /// leader election.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub replicas: Option<u32>,
+    /// Also emit a ServiceMonitor (Prometheus Operator).
+    #[arg(long)]
+    pub service_monitor: bool,
+    /// Also emit a PrometheusRule with the shipped alert rules.
+    #[arg(long)]
+    pub prometheus_rule: bool,
+    /// Also emit a KuberhealthyCheck that runs `epcheck khcheck`.
+    #[arg(long)]
+    pub kuberhealthy: bool,
 }
 
 /// `status`.

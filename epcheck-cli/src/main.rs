@@ -52,6 +52,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let loaded = epcheck::config::load(&config_path()?, &ProcessEnv)?;
             epcheck::khcheck::run_khcheck(&loaded.config, &kh).await
         }
+        Command::Manifests(args) => commands::manifests::run(args, &config_path()?, &ProcessEnv),
         Command::Validate(args) => {
             commands::validate::run(args, &config_path()?, &cwd, &ProcessEnv)
         }

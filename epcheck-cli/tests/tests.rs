@@ -7,6 +7,7 @@ mod daemon;
 mod khcheck;
 mod lab;
 mod leader;
+mod manifests;
 mod once;
 mod plan;
 mod probe;

@@ -1,5 +1,6 @@
 //! The subcommands. Each returns the process exit code.
 
+pub mod manifests;
 pub mod once;
 pub mod plan;
 pub mod probe;

@@ -1,0 +1,160 @@
+//! The Roles grant exactly what SPEC §10 allows, where it is needed.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use super::{SEED, generate, load, of_kind, one, strings, wide_config};
+use crate::config::{Config, LeaderBackend, Mode};
+use crate::manifests::{NAME, written_namespaces};
+
+/// SPEC §10: what may be granted on each (apiGroup, resource), and whether it must be named.
+fn allowed(group: &str, resource: &str) -> Option<(&'static [&'static str], bool)> {
+    match (group, resource) {
+        ("", "endpoints") => Some((&["get", "update", "create"], true)),
+        ("", "services") => Some((&["get"], true)),
+        ("coordination.k8s.io", "leases") => Some((&["get", "update", "create"], true)),
+        ("discovery.k8s.io", "endpointslices") => {
+            Some((&["get", "list", "create", "update", "delete"], false))
+        }
+        _ => None,
+    }
+}
+
+/// Walks every Role and checks each rule against [`allowed`] and the names `config` owns.
+fn assert_least_privilege(config: &Config, docs: &[Value]) {
+    for kind in ["ClusterRole", "ClusterRoleBinding"] {
+        assert!(of_kind(docs, kind).is_empty(), "no {kind}");
+    }
+    let written = written_namespaces(config, NAME);
+    for role in of_kind(docs, "Role") {
+        let ns = role["metadata"]["namespace"].as_str().unwrap();
+        let access = &written[ns];
+        for rule in role["rules"].as_array().unwrap() {
+            let groups = strings(&rule["apiGroups"]);
+            let resources = strings(&rule["resources"]);
+            assert_eq!(groups.len(), 1, "one apiGroup per rule: {rule}");
+            assert_eq!(resources.len(), 1, "one resource per rule: {rule}");
+            let (group, resource) = (groups.first().unwrap(), resources.first().unwrap());
+            let (verbs, named) = allowed(group, resource)
+                .unwrap_or_else(|| panic!("{group}/{resource} is not allowed: {rule}"));
+            for verb in strings(&rule["verbs"]) {
+                assert!(verbs.contains(&verb.as_str()), "{verb} on {resource}");
+            }
+            assert!(rule.get("nonResourceURLs").is_none());
+            if named {
+                let names = strings(&rule["resourceNames"]);
+                let expected = match resource.as_str() {
+                    "leases" => access.lease.iter().cloned().collect(),
+                    _ => access.endpoints.clone(),
+                };
+                assert!(!names.is_empty(), "{resource} must be name-restricted");
+                assert_eq!(names, expected, "{resource} names in {ns}");
+            }
+        }
+    }
+    let text = serde_json::to_string(docs).unwrap();
+    assert!(!text.contains("\"*\""), "no wildcard anywhere");
+}
+
+#[test]
+fn roles_grant_nothing_beyond_the_spec() {
+    let seed = load(SEED);
+    assert_least_privilege(&seed, &generate(&seed, SEED));
+    let wide = wide_config();
+    assert_least_privilege(&wide, &generate(&wide, SEED));
+}
+
+#[test]
+fn the_seed_gets_one_role_for_its_three_endpoints() {
+    let config = load(SEED);
+    let docs = generate(&config, SEED);
+    let role = one(&docs, "Role");
+    assert_eq!(role["metadata"]["namespace"], "default");
+    let rules = role["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "endpoints and services only: {rules:?}");
+    assert_eq!(
+        strings(&rules[0]["verbs"]),
+        BTreeSet::from(["get".into(), "update".into(), "create".into()])
+    );
+    let names = BTreeSet::from(["ceph".into(), "emqx".into(), "redis".into()]);
+    assert_eq!(strings(&rules[0]["resourceNames"]), names);
+    assert_eq!(strings(&rules[1]["resourceNames"]), names);
+    assert!(of_kind(&docs, "Lease").is_empty());
+}
+
+#[test]
+fn one_role_and_binding_per_written_namespace() {
+    let config = wide_config();
+    let docs = generate(&config, SEED);
+    let namespaces = |kind| -> BTreeSet<String> {
+        of_kind(&docs, kind)
+            .iter()
+            .map(|d| d["metadata"]["namespace"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let expected = BTreeSet::from(["cache".into(), "coord".into(), "default".into()]);
+    assert_eq!(namespaces("Role"), expected);
+    assert_eq!(namespaces("RoleBinding"), expected);
+    assert_eq!(of_kind(&docs, "Role").len(), 3);
+    for binding in of_kind(&docs, "RoleBinding") {
+        assert_eq!(binding["roleRef"]["kind"], "Role");
+        assert_eq!(binding["roleRef"]["name"], NAME);
+        assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
+        assert_eq!(binding["subjects"][0]["namespace"], NAME);
+    }
+}
+
+fn rules_for<'a>(docs: &'a [Value], resource: &str) -> Vec<(&'a str, &'a Value)> {
+    of_kind(docs, "Role")
+        .into_iter()
+        .flat_map(|role| {
+            let ns = role["metadata"]["namespace"].as_str().unwrap();
+            role["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| strings(&r["resources"]).contains(resource))
+                .map(move |r| (ns, r))
+        })
+        .collect()
+}
+
+#[test]
+fn leases_only_with_leader_election_on_a_lease() {
+    let mut config = load(SEED);
+    assert!(rules_for(&generate(&config, SEED), "leases").is_empty());
+
+    config.leader_election.enabled = true;
+    let docs = generate(&config, SEED);
+    let leases = rules_for(&docs, "leases");
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].0, NAME, "the lease lives where the pod runs");
+    assert_eq!(
+        strings(&leases[0].1["resourceNames"]),
+        BTreeSet::from(["epcheck".into()])
+    );
+    let lease = one(&docs, "Lease");
+    assert_eq!(lease["metadata"]["namespace"], NAME);
+    assert_eq!(one(&docs, "Deployment")["spec"]["replicas"], 2);
+
+    config.leader_election.backend = LeaderBackend::Redis;
+    let docs = generate(&config, SEED);
+    assert!(rules_for(&docs, "leases").is_empty());
+    assert!(of_kind(&docs, "Lease").is_empty());
+    assert_eq!(one(&docs, "Deployment")["spec"]["replicas"], 2);
+}
+
+#[test]
+fn endpointslices_only_in_that_mode() {
+    let mut config = load(SEED);
+    assert!(rules_for(&generate(&config, SEED), "endpointslices").is_empty());
+    config.mode = Mode::EndpointSlice;
+    let docs = generate(&config, SEED);
+    let slices = rules_for(&docs, "endpointslices");
+    assert_eq!(slices.len(), 1);
+    assert_eq!(
+        strings(&slices[0].1["apiGroups"]),
+        BTreeSet::from(["discovery.k8s.io".into()])
+    );
+}
