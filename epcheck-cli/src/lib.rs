@@ -31,6 +31,7 @@ pub mod notify;
 pub mod report;
 pub mod round;
 pub mod store;
+pub mod time;
 pub mod writer;
 
 use std::fmt;
