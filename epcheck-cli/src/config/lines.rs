@@ -62,6 +62,25 @@ impl LineIndex {
         index
     }
 
+    /// Indexes `text`, falling back to a plain scan for top-level keys when the event parser
+    /// could not read the file (serde_yaml and yaml-rust2 disagree on a few edge cases, such
+    /// as tabs after a colon).
+    pub fn build_with_fallback(text: &str) -> Self {
+        let mut index = Self::build(text);
+        for (n, line) in text.lines().enumerate() {
+            if line.starts_with([' ', '\t', '#', '-']) {
+                continue;
+            }
+            if let Some((key, _)) = line.split_once(':') {
+                let key = key.trim();
+                if !key.is_empty() {
+                    index.lines.entry(key.to_string()).or_insert(n + 1);
+                }
+            }
+        }
+        index
+    }
+
     /// The line of `path`, or of its closest indexed ancestor.
     pub fn line_of(&self, path: &str) -> Option<usize> {
         let mut p = path;

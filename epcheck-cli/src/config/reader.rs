@@ -77,6 +77,11 @@ impl Reader {
             let name = key_text(key);
             if !known.contains(&name.as_str()) {
                 let child = join(path, &name);
+                let name = if name.is_empty() {
+                    "\"\"".to_string()
+                } else {
+                    name
+                };
                 let msg = match closest(&name, known) {
                     Some(s) => format!("unknown key `{name}`; did you mean `{s}`?"),
                     None => format!(
@@ -244,8 +249,9 @@ pub fn get<'v>(map: Option<&'v Mapping>, key: &str) -> Option<&'v Value> {
     map?.get(key)
 }
 
-/// `parent.key`, or `key` at the top.
+/// `parent.key`, or `key` at the top; an empty key is shown as `""` so the path still names it.
 pub fn join(parent: &str, key: &str) -> String {
+    let key = if key.is_empty() { "\"\"" } else { key };
     if parent.is_empty() {
         key.to_string()
     } else {

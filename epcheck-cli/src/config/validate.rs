@@ -103,7 +103,7 @@ pub fn check(text: &str, path: &Path, env: &dyn Environment) -> Result<Loaded, C
             ));
         }
     };
-    let mut r = Reader::new(LineIndex::build(text));
+    let mut r = Reader::new(LineIndex::build_with_fallback(text));
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let built = build(&mut r, &root, base_dir, env);
     // Report in file order, whatever order the keys were checked in.
