@@ -9,6 +9,8 @@ mod diagnostic;
 mod lines;
 mod locate;
 mod probe;
+#[cfg(test)]
+mod proptests;
 mod reader;
 mod services;
 mod validate;
