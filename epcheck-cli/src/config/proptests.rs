@@ -409,7 +409,11 @@ fn secret_only_as_password(root: Option<&Value>) -> bool {
 }
 
 /// A valid config, as the values it is written from.
+/// A generated service: key, namespace, name, port, [(node name, ip)].
+type GenService = (String, String, String, u16, Vec<(String, IpAddr)>);
+
 #[derive(Debug, Clone)]
+
 struct Model {
     interval: u64,
     timeout: u64,
@@ -425,7 +429,7 @@ struct Model {
     min_targets: usize,
     resync: u64,
     /// key → (namespace, name, port, [(node name, ip)])
-    services: Vec<(String, String, String, u16, Vec<(String, IpAddr)>)>,
+    services: Vec<GenService>,
     /// Whether to write with flow-style maps (`{a: 1}`).
     flow: bool,
 }
