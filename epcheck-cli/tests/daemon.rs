@@ -20,7 +20,7 @@ const FAST_MS: u64 = 100;
 
 /// A running `epcheck run` whose stderr is collected.
 pub(crate) struct Daemon {
-    child: Child,
+    pub(crate) child: Child,
     log: Arc<Mutex<String>>,
 }
 
@@ -56,7 +56,7 @@ impl Daemon {
     }
 
     /// The metrics server's address, from the start-up log line.
-    async fn metrics_addr(&self) -> String {
+    pub(crate) async fn metrics_addr(&self) -> String {
         assert!(
             self.wait_log("server listening", Duration::from_secs(5))
                 .await,
@@ -145,7 +145,7 @@ async fn setup(n: usize, extra: &str) -> Setup {
     }
 }
 
-fn ips(body: &serde_json::Value, key: &str) -> Vec<String> {
+pub(crate) fn ips(body: &serde_json::Value, key: &str) -> Vec<String> {
     body["subsets"]
         .as_array()
         .into_iter()
@@ -540,7 +540,7 @@ async fn http_get(addr: &str, path: &str) -> (u16, String) {
 }
 
 /// The value of the sample `name{labels}` in a Prometheus text scrape.
-fn sample(scrape: &str, name_and_labels: &str) -> Option<f64> {
+pub(crate) fn sample(scrape: &str, name_and_labels: &str) -> Option<f64> {
     scrape
         .lines()
         .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))

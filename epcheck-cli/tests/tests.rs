@@ -4,6 +4,7 @@
 mod util;
 
 mod daemon;
+mod faultrun;
 mod khcheck;
 mod lab;
 mod leader;

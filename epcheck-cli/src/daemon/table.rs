@@ -77,6 +77,8 @@ pub struct ServiceSlot {
     pub applied: Option<(Vec<IpAddr>, Vec<IpAddr>)>,
     /// A down target is waiting for the fail-safe's confirmation before it is removed.
     pub awaiting_confirmation: bool,
+    /// A resync asks for the live object to be read even if nothing changed here.
+    pub force_read: bool,
     /// Its metric series.
     pub metrics: ServiceMetrics,
     /// When it was last reconciled successfully.

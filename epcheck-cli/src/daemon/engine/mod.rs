@@ -169,6 +169,7 @@ impl Engine {
                 failures: 0,
                 applied,
                 awaiting_confirmation: false,
+                force_read: false,
                 metrics: service_metrics,
                 last_reconcile: None,
                 last_error: None,
@@ -509,8 +510,9 @@ impl Engine {
                 s.dirty = true;
                 s.due = now;
             }
-            // Forget what was applied so the live object is read and compared again.
-            s.applied = None;
+            // Read and compare the live object again even if nothing changed here. What was
+            // applied is kept: the fail-safe's removal rule needs to know what is written.
+            s.force_read = true;
         }
     }
 
@@ -604,16 +606,19 @@ impl Engine {
                 continue;
             }
             let (ready, not_ready, awaiting) = self.desired(s);
-            let unchanged = s
-                .applied
-                .as_ref()
-                .is_some_and(|(r, n)| *r == ready && *n == not_ready);
+            let unchanged = !s.force_read
+                && s.applied
+                    .as_ref()
+                    .is_some_and(|(r, n)| *r == ready && *n == not_ready);
             let writer = s.writer.clone();
             let Some(s) = self.services.get_mut(i) else {
                 continue;
             };
             s.awaiting_confirmation = awaiting;
             s.dirty = false;
+            if !unchanged {
+                s.force_read = false;
+            }
             if unchanged {
                 continue;
             }
