@@ -94,7 +94,7 @@ pub struct ManifestsArgs {
     /// Namespace epcheck runs in.
     #[arg(long, default_value = "epcheck")]
     pub namespace: String,
-    /// Container image [default: `ghcr.io/epcheck/epcheck:<this version>`].
+    /// Container image (default: `ghcr.io/epcheck/epcheck:<this version>`).
     #[arg(long)]
     pub image: Option<String>,
     /// Deployment replicas [default: 2 with leader election, else 1]; more than one needs
