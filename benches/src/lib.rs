@@ -1,5 +1,6 @@
 //! Shared pieces of epcheck's benchmarks: the reference connect loop that epcheck's prober is
-//! measured against, and helpers to spread many targets over a few loopback listeners.
+//! measured against, helpers to spread many targets over a few loopback listeners, and the
+//! pieces of the daemon benchmark ([`daemon`]).
 //!
 //! Benchmarks only ever send traffic to loopback listeners they start themselves.
 //!
@@ -12,6 +13,8 @@
 //! assert_eq!(up, 1_000);
 //! # Ok(()) }
 //! ```
+
+pub mod daemon;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -24,7 +24,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    // On a worker thread, not the main thread: the daemon's loop is then woken by the
+    // scheduler's tasks without a cross-thread wake-up for every probe result.
+    let outcome = runtime.block_on(async {
+        tokio::spawn(run(cli))
+            .await
+            .unwrap_or_else(|e| match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => Err(anyhow::anyhow!("the main task was cancelled: {e}")),
+            })
+    });
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let usage = e.downcast_ref::<UsageError>().is_some()

@@ -30,7 +30,7 @@ pub use locate::{default_candidates, locate};
 pub use validate::check;
 
 /// The environment, read through a seam so tests never call `std::env::set_var`.
-pub trait Environment {
+pub trait Environment: Send + Sync {
     /// The value of variable `key`, if set and valid UTF-8.
     fn var(&self, key: &str) -> Option<String>;
 }

@@ -32,6 +32,12 @@ mod witness;
 
 use witness::{WITNESSES, Witnesses};
 
+/// Most probe results handled per wake-up of the daemon's loop.
+const EVENT_BATCH: usize = 256;
+
+/// The longest `/status` lags behind the daemon's state.
+const STATUS_EVERY: Duration = Duration::from_millis(100);
+
 /// The result of one reconcile task.
 struct Done {
     service: usize,
@@ -62,6 +68,13 @@ pub struct Engine {
     telemetry: Telemetry,
     /// Every service's targets have a known state (the first probe cycle is done).
     first_cycle_done: bool,
+    /// Targets whose state is still unknown (kept so no event scans every target).
+    unknown: usize,
+    /// Services with a removal that waits for proof that the network works.
+    awaiting: usize,
+    /// `/status` is out of date; it is published at most every [`STATUS_EVERY`] (building it
+    /// costs a walk over every target, too much for every transition of a large config).
+    status_dirty: bool,
     /// Each service's last HEALTHY/DEGRADED/DOWN, for service notifications.
     service_health: ServiceTracker,
 }
@@ -235,6 +248,7 @@ impl Engine {
                 service_health.restore(&svc.key, ready, health.len());
             }
         }
+        let unknown = targets.iter().filter(|t| t.health == Health::Unknown).count();
         Engine {
             config,
             options,
@@ -252,6 +266,9 @@ impl Engine {
             witness,
             telemetry,
             first_cycle_done: false,
+            unknown,
+            awaiting: 0,
+            status_dirty: false,
             service_health,
         }
     }
@@ -269,18 +286,31 @@ impl Engine {
         resync.tick().await;
         let mut flush = tokio::time::interval(self.options.flush_interval);
         flush.tick().await;
+        let mut status = tokio::time::interval(STATUS_EVERY);
+        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.publish_status();
         tokio::pin!(shutdown);
+        // Results are taken in batches: one wake-up of this task per batch, not per probe.
+        let mut batch = Vec::with_capacity(EVENT_BATCH);
+        let mut probing = true;
         loop {
             let next = self.next_due();
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                Some(ev) = events.recv() => self.on_probe(ev),
+                n = events.recv_many(&mut batch, EVENT_BATCH), if probing => {
+                    // 0: the scheduler is gone (it only stops on shutdown).
+                    probing = n > 0;
+                    for ev in batch.drain(..) {
+                        self.on_probe(ev);
+                    }
+                }
                 Some((slot, started, ok)) = self.witness.rx.recv() => self.on_witness(slot, started, ok),
                 Ok(()) = self.telemetry.leadership.changed() => self.on_leadership(),
                 Some(done) = self.reconciles.join_next(), if !self.reconciles.is_empty() => match done {
                     Ok(done) => self.on_done(done),
+                    // Cancelled on purpose (leadership lost, fail-safe engaged).
+                    Err(e) if e.is_cancelled() => {}
                     Err(e) => tracing::error!(error = %e, "a reconcile task failed"),
                 },
                 () = sleep_until(next) => self.start_due(),
@@ -289,6 +319,7 @@ impl Engine {
                     self.flush();
                     self.publish_status();
                 }
+                _ = status.tick(), if self.status_dirty => self.publish_status(),
             }
         }
         tracing::info!("shutting down: probing stopped, finishing in-flight writes");
@@ -330,16 +361,7 @@ impl Engine {
             tracing::info!("this replica leads: resyncing every service now");
             self.resync();
         } else {
-            if !self.reconciles.is_empty() {
-                tracing::warn!("leadership lost: cancelling in-flight writes");
-                self.reconciles.abort_all();
-            }
-            for s in &mut self.services {
-                if s.in_flight {
-                    s.in_flight = false;
-                    s.dirty = true;
-                }
-            }
+            self.cancel_in_flight("leadership lost");
             tracing::info!(
                 leader = state.leader.as_deref().unwrap_or("none"),
                 "following"
@@ -373,6 +395,7 @@ impl Engine {
         let Some(slot) = self.targets.get_mut(id) else {
             return;
         };
+        let was_unknown = slot.health == Health::Unknown;
         let success = ev.outcome.up;
         slot.metrics.probe(&ev.outcome);
         slot.last_probe = Some(SystemTime::now());
@@ -416,13 +439,21 @@ impl Engine {
             }
             self.mark_dirty(service);
             self.update_service_gauges(service);
-            self.publish_status();
+            self.status_dirty = true;
         } else if slot.health == Health::Unknown && ev.health() != Health::Unknown {
             slot.health = ev.health();
             slot.metrics.set_health(slot.health);
             self.mark_dirty(service);
         }
-        if !self.first_cycle_done && self.targets.iter().all(|t| t.health != Health::Unknown) {
+        if was_unknown
+            && self
+                .targets
+                .get(id)
+                .is_some_and(|t| t.health != Health::Unknown)
+        {
+            self.unknown = self.unknown.saturating_sub(1);
+        }
+        if !self.first_cycle_done && self.unknown == 0 {
             self.first_cycle_done = true;
             self.telemetry.readiness.set_first_cycle_done();
             tracing::info!("first probe cycle done");
@@ -430,7 +461,7 @@ impl Engine {
                 self.update_service_gauges(i);
             }
         }
-        if success {
+        if success && self.awaiting > 0 {
             // A success may confirm removals that were waiting for proof that the network works.
             let waiting: Vec<usize> = self
                 .services
@@ -473,11 +504,32 @@ impl Engine {
             .write(Write::Targets(t.service.to_string(), vec![slot.record()]));
     }
 
+    /// Cancels every in-flight reconcile (their services are dirty again, so they are decided
+    /// afresh once writing is allowed). A request already on the wire may still arrive; nothing
+    /// decided before `reason` is retried or sent after it.
+    fn cancel_in_flight(&mut self, reason: &str) {
+        if !self.reconciles.is_empty() {
+            tracing::warn!(reason, "cancelling in-flight writes");
+            self.reconciles.abort_all();
+        }
+        for s in &mut self.services {
+            if s.in_flight {
+                s.in_flight = false;
+                s.dirty = true;
+            }
+        }
+    }
+
     fn update_hold(&mut self) {
         let holds = self.failsafe.holds();
         if holds != self.holding {
             self.holding = holds;
             self.telemetry.metrics.set_failsafe_active(holds);
+            if holds {
+                // A reconcile decided before the hold (or retrying after an ApiServer fault)
+                // would otherwise land during it with what was decided earlier.
+                self.cancel_in_flight("fail-safe active");
+            }
             self.publish_status();
             if holds {
                 tracing::error!(
@@ -614,7 +666,14 @@ impl Engine {
             let Some(s) = self.services.get_mut(i) else {
                 continue;
             };
-            s.awaiting_confirmation = awaiting;
+            if s.awaiting_confirmation != awaiting {
+                s.awaiting_confirmation = awaiting;
+                if awaiting {
+                    self.awaiting += 1;
+                } else {
+                    self.awaiting = self.awaiting.saturating_sub(1);
+                }
+            }
             s.dirty = false;
             if !unchanged {
                 s.force_read = false;
@@ -693,7 +752,7 @@ impl Engine {
             }
         }
         self.update_service_gauges(done.service);
-        self.publish_status();
+        self.status_dirty = true;
     }
 }
 

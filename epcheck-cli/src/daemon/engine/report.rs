@@ -37,7 +37,8 @@ impl Engine {
     }
 
     /// Publishes the `/status` document.
-    pub(super) fn publish_status(&self) {
+    pub(super) fn publish_status(&mut self) {
+        self.status_dirty = false;
         let services = self
             .services
             .iter()
