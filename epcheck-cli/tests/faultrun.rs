@@ -1093,7 +1093,18 @@ fn analyse(
                     until.map(at),
                     w.summary()
                 ));
-            } else if in_hold(arrived).is_some() {
+            } else if let Some((from, _)) = in_hold(arrived) {
+                // Engaging the hold cancels in-flight reconciles: only a request already on
+                // the wire may still arrive, not a retry or a later step of the reconcile.
+                if arrived > from + DECISION_LAG {
+                    violations.push(format!(
+                        "a write to {} decided before the fail-safe engaged at {:?} arrived                          {:?} into the hold: {}",
+                        SERVICES[s].0,
+                        at(from),
+                        arrived - from,
+                        w.summary()
+                    ));
+                }
                 landed_in_hold += 1;
                 if debug() {
                     eprintln!(
@@ -1214,8 +1225,8 @@ fn analyse(
         rig.violation(v);
     }
     format!(
-        "{} requests, {writes} writes ({empty_ok} rightly empty, {landed_in_hold} in flight when \
-         the fail-safe engaged and landed during it, {during_redis} while Redis was down), \
+        "{} requests, {writes} writes ({empty_ok} rightly empty, {landed_in_hold} on the wire \
+         when the fail-safe engaged and landed during it, {during_redis} while Redis was down), \
          {} fail-safe holds, {outage_count} outages of every target ({engaged} long enough and \
          held), {} scrapes ({} failed)",
         requests.len(),
