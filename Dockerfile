@@ -3,14 +3,15 @@
 #   docker build -t ghcr.io/epcheck/epcheck:0.1.0 .
 # The binary is linked statically against musl, so the final stage needs no libc: distroless
 # static (CA certificates, /etc/passwd with the nonroot user 65532, nothing else: no shell).
-# TLS uses rustls with ring; ring's C and assembly parts are compiled with musl-gcc.
+# TLS uses rustls with ring; ring's C and assembly parts and jemalloc (the allocator) are
+# compiled with musl-gcc (jemalloc's build needs make).
 
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 ARG TARGET=x86_64-unknown-linux-musl
 RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools \
+ && apt-get install -y --no-install-recommends musl-tools make \
  && rm -rf /var/lib/apt/lists/* \
  && rustup target add "${TARGET}"
 ENV CC_x86_64_unknown_linux_musl=musl-gcc

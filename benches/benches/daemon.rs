@@ -475,6 +475,9 @@ struct Steady {
     read_bursts: Vec<f64>,
     /// Reads per service: min and max.
     reads_per_service: (usize, usize),
+    /// Probes in the window that took longer than 10 ms, 100 ms and 250 ms (the daemon's
+    /// `epcheck_probe_duration_seconds`, the hanging targets' included).
+    slow: [f64; 3],
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -517,6 +520,16 @@ async fn steady_window(
         scrape::sum(&after, "epcheck_probes_total") - scrape::sum(&before, "epcheck_probes_total");
     let up = |s: &str| scrape::sum_with(s, "epcheck_probes_total", "result=\"up\"");
     let writes_metric = |s: &str| scrape::sum(s, "epcheck_endpoint_writes_total");
+    let slower = |le: &str| {
+        let within = |s: &str| {
+            scrape::sum_with(
+                s,
+                "epcheck_probe_duration_seconds_bucket",
+                &format!("le=\"{le}\""),
+            )
+        };
+        probes - (within(&after) - within(&before))
+    };
 
     let interval = settings.interval;
     let expected = window.as_secs_f64() / interval.as_secs_f64();
@@ -617,6 +630,7 @@ async fn steady_window(
         endpoint_writes_metric: writes_metric(&after) - writes_metric(&before),
         read_bursts,
         reads_per_service: rps,
+        slow: [slower("0.01"), slower("0.1"), slower("0.25")],
     })
 }
 
@@ -998,6 +1012,18 @@ fn report(
             steady.probes / steady.scheduled,
             steady.probes_up,
             steady.probes_up / steady.probes.max(1.0)
+        ),
+    );
+    row(
+        "probes slower than 10 / 100 / 250 ms",
+        format!(
+            "{:.0} / {:.0} / {:.0}",
+            steady.slow[0], steady.slow[1], steady.slow[2]
+        ),
+        String::new(),
+        format!(
+            "hanging targets alone: {:.0} (a pending probe older than fast_interval is doubt)",
+            (layout.services as f64) * w / settings.interval.as_secs_f64()
         ),
     );
     row(

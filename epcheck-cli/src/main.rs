@@ -11,6 +11,12 @@ use epcheck::commands;
 use epcheck::config::{ConfigError, ProcessEnv, locate};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of glibc's malloc: it hands pages freed after start-up (parsing a large
+/// config) and after each burst of probes back to the OS, where glibc's per-thread arenas keep
+/// them resident (BENCHMARKS.md, "memory").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);

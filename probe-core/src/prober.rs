@@ -135,8 +135,10 @@ impl Prober {
         let _permit = self.inner.permits.acquire().await;
         match check {
             Check::Tcp(tcp) => tcp::probe(target.addr(), tcp, timeout).await,
-            Check::Http(http) => http::probe(target, http, timeout).await,
-            Check::Exec(exec) => exec::probe(target, exec).await,
+            // Boxed: their futures are many times the size of a TCP probe's, and every probe
+            // in flight (a thousand at once) would otherwise be as large as the largest kind.
+            Check::Http(http) => Box::pin(http::probe(target, http, timeout)).await,
+            Check::Exec(exec) => Box::pin(exec::probe(target, exec)).await,
             Check::Static => ProbeOutcome::up(Duration::ZERO),
         }
     }
@@ -242,6 +244,18 @@ mod tests {
             concurrency: 0,
         });
         assert_eq!(p.options().concurrency, 1);
+    }
+
+    /// Every probe in flight holds one such future (a thousand at once at the default
+    /// concurrency): a TCP probe must not pay for the HTTP and exec kinds' larger state.
+    #[test]
+    fn a_probe_in_flight_is_small() {
+        let p = Prober::new(ProberOptions::default());
+        let target = Target::new("s", "n", "127.0.0.1".parse().unwrap(), 1);
+        let check = Check::tcp();
+        let probe = p.probe_with_timeout(&target, &check, Duration::from_secs(1));
+        let size = std::mem::size_of_val(&probe);
+        assert!(size <= 1024, "a probe future takes {size} bytes");
     }
 
     #[tokio::test]

@@ -90,6 +90,13 @@ pub trait StateStore: Send + Sync {
     /// A short name for logs and `epcheck status`: `memory`, `redis`.
     fn kind(&self) -> &'static str;
 
+    /// Whether what is saved outlives this process (Redis: `true`) or goes with it (memory:
+    /// `false`). The daemon saves target records only to a store that outlives it: they are
+    /// read back by the next process, and the daemon's own table is authoritative meanwhile.
+    fn durable(&self) -> bool {
+        true
+    }
+
     /// Checks that the store answers.
     async fn ping(&self) -> Result<()>;
 
@@ -149,6 +156,7 @@ mod tests {
     async fn mock_store_works_through_async_trait() {
         let mut mock = MockStateStore::new();
         mock.expect_kind().return_const("mock");
+        mock.expect_durable().return_const(true);
         mock.expect_load_targets()
             .withf(|service| service == "redis")
             .times(1)

@@ -81,6 +81,10 @@ impl StateStore for MemoryStore {
         "memory"
     }
 
+    fn durable(&self) -> bool {
+        false
+    }
+
     async fn ping(&self) -> Result<()> {
         Ok(())
     }

@@ -155,6 +155,7 @@ mod tests {
     fn broken_store() -> MockStateStore {
         let mut m = MockStateStore::new();
         m.expect_kind().return_const("mock");
+        m.expect_durable().return_const(true);
         m.expect_load_targets().returning(|_| Err(store_error()));
         m.expect_load_applied().returning(|_| Err(store_error()));
         m.expect_save_targets().returning(|_, _| Err(store_error()));

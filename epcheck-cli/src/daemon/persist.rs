@@ -112,6 +112,7 @@ mod tests {
     async fn a_failing_store_is_counted_and_never_blocks() {
         let mut mock = MockStateStore::new();
         mock.expect_kind().return_const("mock");
+        mock.expect_durable().return_const(true);
         mock.expect_save_targets().returning(|_, _| {
             Err(state_store::Error::Timeout {
                 address: "127.0.0.1:6379".into(),

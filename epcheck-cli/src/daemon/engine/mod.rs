@@ -77,6 +77,9 @@ pub struct Engine {
     status_dirty: bool,
     /// Each service's last HEALTHY/DEGRADED/DOWN, for service notifications.
     service_health: ServiceTracker,
+    /// The store outlives this process, so target records are worth saving
+    /// ([`StateStore::durable`]).
+    durable: bool,
 }
 
 impl Engine {
@@ -208,6 +211,7 @@ impl Engine {
         if restored > 0 {
             tracing::info!(restored, "restored recent target health from the store");
         }
+        let durable = store.durable();
         let (persister, persist_task) = Persister::spawn(store, telemetry.metrics.clone());
         let first_cycle_deadline = now
             + config.interval.mul_f64(1.0 + config.probe.jitter)
@@ -270,6 +274,7 @@ impl Engine {
             awaiting: 0,
             status_dirty: false,
             service_health,
+            durable,
         }
     }
 
@@ -500,8 +505,10 @@ impl Engine {
             at: state_store::now_ms(),
             error: slot.last_error.clone(),
         }));
-        self.persister
-            .write(Write::Targets(t.service.to_string(), vec![slot.record()]));
+        if self.durable {
+            self.persister
+                .write(Write::Targets(t.service.to_string(), vec![slot.record()]));
+        }
     }
 
     /// Cancels every in-flight reconcile (their services are dirty again, so they are decided
@@ -569,6 +576,9 @@ impl Engine {
     }
 
     fn flush(&mut self) {
+        if !self.durable {
+            return;
+        }
         for s in &self.services {
             let records = s
                 .targets
