@@ -252,7 +252,10 @@ impl Engine {
                 service_health.restore(&svc.key, ready, health.len());
             }
         }
-        let unknown = targets.iter().filter(|t| t.health == Health::Unknown).count();
+        let unknown = targets
+            .iter()
+            .filter(|t| t.health == Health::Unknown)
+            .count();
         Engine {
             config,
             options,
