@@ -374,13 +374,7 @@ fn spawn_daemon(
 }
 
 fn ips_of(body: &serde_json::Value, key: &str) -> Vec<String> {
-    let mut ips: Vec<String> = body["subsets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s[key].as_array().into_iter().flatten())
-        .filter_map(|a| a["ip"].as_str().map(str::to_string))
-        .collect();
+    let mut ips = fixtures::apiserver::endpoint_ips(body, key);
     ips.sort();
     ips
 }

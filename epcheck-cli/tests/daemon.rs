@@ -145,15 +145,7 @@ async fn setup(n: usize, extra: &str) -> Setup {
     }
 }
 
-pub(crate) fn ips(body: &serde_json::Value, key: &str) -> Vec<String> {
-    body["subsets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s[key].as_array().into_iter().flatten())
-        .filter_map(|a| a["ip"].as_str().map(str::to_string))
-        .collect()
-}
+pub(crate) use fixtures::apiserver::endpoint_ips as ips;
 
 fn live_ready(api: &ApiServer) -> Vec<String> {
     api.get_object(Resource::Endpoints, "default", "web")

@@ -159,13 +159,7 @@ fn now_ms() -> f64 {
 }
 
 fn ips(body: &Value, key: &str) -> Vec<String> {
-    let mut v: Vec<String> = body["subsets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s[key].as_array().into_iter().flatten())
-        .filter_map(|a| a["ip"].as_str().map(str::to_string))
-        .collect();
+    let mut v = fixtures::apiserver::endpoint_ips(body, key);
     v.sort();
     v
 }

@@ -3,15 +3,29 @@
 //! serde_yaml gives a location only for the error it stops at; validation errors found later
 //! (a bad IP, a duplicate name) need the line too, so the file is also walked once with
 //! yaml-rust2's event parser, which reports a position for every key and sequence item.
+//!
+//! The index keeps a 64-bit hash of each path, not the path: a config of 10,000 targets has
+//! some 40,000 paths, and their strings would cost several MiB for the daemon's whole start-up
+//! (BENCHMARKS.md). Two paths of one file sharing a hash — a wrong line in a message — has a
+//! chance of about one in 10^10 at that size.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 
 use yaml_rust2::parser::{Event, Parser};
 
 /// Key path → 1-based line, built once per loaded file.
 #[derive(Debug, Default, Clone)]
 pub struct LineIndex {
-    lines: HashMap<String, usize>,
+    /// Hash of the path ([`path_hash`]) → line.
+    lines: HashMap<u64, u32>,
+}
+
+/// A hash of `path` that is the same in every process (fixed keys).
+fn path_hash(path: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
 }
 
 enum Frame {
@@ -37,7 +51,7 @@ impl LineIndex {
                         && key.is_none()
                     {
                         let child = join_key(path, &value);
-                        index.lines.entry(child).or_insert(line);
+                        index.record(&child, line);
                         *key = Some(value);
                         continue;
                     }
@@ -74,7 +88,7 @@ impl LineIndex {
             if let Some((key, _)) = line.split_once(':') {
                 let key = key.trim();
                 if !key.is_empty() {
-                    index.lines.entry(key.to_string()).or_insert(n + 1);
+                    index.record(key, n + 1);
                 }
             }
         }
@@ -85,12 +99,18 @@ impl LineIndex {
     pub fn line_of(&self, path: &str) -> Option<usize> {
         let mut p = path;
         loop {
-            if let Some(line) = self.lines.get(p) {
-                return Some(*line);
+            if let Some(line) = self.lines.get(&path_hash(p)) {
+                return Some(*line as usize);
             }
             let cut = p.rfind(['.', '['])?;
             p = &p[..cut];
         }
+    }
+
+    /// Records the first line seen for `path`.
+    fn record(&mut self, path: &str, line: usize) {
+        let line = u32::try_from(line).unwrap_or(u32::MAX);
+        self.lines.entry(path_hash(path)).or_insert(line);
     }
 
     /// The path of the value that starts now, recording its line when it is a sequence item.
@@ -100,7 +120,7 @@ impl LineIndex {
             Some(Frame::Map { path, key }) => join_key(path, key.as_deref().unwrap_or("")),
             Some(Frame::Seq { path, next }) => {
                 let child = format!("{path}[{next}]");
-                self.lines.entry(child.clone()).or_insert(line);
+                self.record(&child, line);
                 child
             }
         }
@@ -109,7 +129,8 @@ impl LineIndex {
     /// A scalar value ended: record sequence items and advance the parent.
     fn value_done(&mut self, stack: &mut [Frame], line: usize) {
         if let Some(Frame::Seq { path, next }) = stack.last() {
-            self.lines.entry(format!("{path}[{next}]")).or_insert(line);
+            let item = format!("{path}[{next}]");
+            self.record(&item, line);
         }
         self.finish_value(stack);
     }

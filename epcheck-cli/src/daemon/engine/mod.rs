@@ -86,7 +86,7 @@ impl Engine {
     /// Builds the state: restores recent health from the store (so a restart does not flap),
     /// checks the cluster version for the `not_ready` policy, and prepares the scheduler.
     pub async fn start(
-        config: Config,
+        mut config: Config,
         store: Arc<dyn StateStore>,
         client: Client,
         options: DaemonOptions,
@@ -210,6 +210,10 @@ impl Engine {
         });
         if restored > 0 {
             tracing::info!(restored, "restored recent target health from the store");
+        }
+        // The tables above hold the targets from here on; the config keeps the settings.
+        for svc in &mut config.services {
+            svc.targets = Vec::new();
         }
         let durable = store.durable();
         let (persister, persist_task) = Persister::spawn(store, telemetry.metrics.clone());
