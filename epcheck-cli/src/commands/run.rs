@@ -25,6 +25,7 @@ pub async fn run(
     for w in &warnings {
         tracing::warn!("{}", w.display_with(path));
     }
+    drop(warnings);
     let mut telemetry = Telemetry::new();
     let mut registry = Registry::default();
     telemetry.metrics.register(&mut registry);

@@ -32,6 +32,11 @@ mod witness;
 
 use witness::{WITNESSES, Witnesses};
 
+/// Most reconciles in flight at once: at start-up and at each resync every service is due at
+/// the same moment, and a hundred services must not become a hundred parallel requests (and
+/// connections) to the ApiServer.
+const MAX_RECONCILES: usize = 16;
+
 /// Most probe results handled per wake-up of the daemon's loop.
 const EVENT_BATCH: usize = 256;
 
@@ -389,6 +394,10 @@ impl Engine {
 
     /// The earliest time a dirty service may be reconciled.
     fn next_due(&self) -> Instant {
+        if self.reconciles.len() >= MAX_RECONCILES {
+            // Full: the next finished reconcile wakes the loop.
+            return Instant::now() + Duration::from_secs(3600);
+        }
         self.services
             .iter()
             .filter(|s| s.dirty && !s.in_flight)
@@ -656,6 +665,10 @@ impl Engine {
             return;
         }
         for i in 0..self.services.len() {
+            if self.reconciles.len() >= MAX_RECONCILES {
+                // The rest stay due and start as reconciles finish.
+                break;
+            }
             let Some(s) = self.services.get(i) else {
                 continue;
             };
