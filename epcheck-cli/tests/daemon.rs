@@ -250,6 +250,76 @@ async fn steady_state_makes_no_writes() {
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
 }
 
+/// At start-up every service is due at once. With each request slowed down, the reconciles of
+/// 40 services would all overlap; epcheck runs at most 16 at a time, so the ApiServer sees at
+/// most 16 connections (HTTP/1.1: one per request in flight), and every object still gets
+/// written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_sixteen_reconciles_run_at_once() {
+    const SERVICES: usize = 40;
+    let api = ApiServer::builder()
+        .strict_ips(false)
+        .start()
+        .await
+        .unwrap();
+    api.add_token(TOKEN, Permissions::all());
+    let target = ToggleTarget::start().await.unwrap();
+    let mut info = String::new();
+    let mut list = String::new();
+    for i in 0..SERVICES {
+        let name = format!("s{i:02}");
+        api.put_service("default", &name);
+        info.push_str(&format!("  {name}: {{namespace: default, name: {name}}}\n"));
+        list.push_str(&format!(
+            "  {name}:\n    port: {}\n    iplist:\n      - {{name: n1, ip: {}}}\n",
+            target.addr().port(),
+            ip_of(&target)
+        ));
+    }
+    let yaml = format!(
+        "interval: {INTERVAL_MS}\npingtimeout: {TIMEOUT_MS}\nurl: {}\n\
+         content_type: application/json\ntoken_file: token\nresync_interval: 60000\n\
+         service_info:\n{info}service_healthcheck_list:\n{list}\
+         endpoint_template:\n  kind: Endpoints\n  apiVersion: v1\n  subsets:\n    - ports:\n\
+         \x20       - port: 8080\n          protocol: TCP\n",
+        api.url()
+    );
+    let e = Epcheck::new();
+    e.write("token", TOKEN);
+    let path = e.write("c.yaml", &yaml);
+    // Every read of a Service (the first request of each reconcile) takes 300 ms.
+    api.push_fault(
+        FaultRule::from(Fault::Delay(Duration::from_millis(300)))
+            .path_contains("/services/")
+            .always(),
+    );
+    let d = Daemon::start(&e, path.to_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let written = |api: &ApiServer| {
+        (0..SERVICES)
+            .filter(|i| {
+                api.get_object(Resource::Endpoints, "default", &format!("s{i:02}"))
+                    .is_some_and(|o| ips(&o, "addresses") == [ip_of(&target)])
+            })
+            .count()
+    };
+    while written(&api) < SERVICES && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(written(&api), SERVICES, "{}", d.log());
+    let connections: std::collections::BTreeSet<u64> =
+        api.requests().iter().map(|r| r.connection).collect();
+    assert!(
+        connections.len() <= 16,
+        "{} connections to the ApiServer: more than 16 reconciles ran at once",
+        connections.len()
+    );
+    // The cap is what held them back: more than one reconcile did run at a time.
+    assert!(connections.len() > 1, "reconciles ran one at a time");
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_target_failing_holds_writes_until_a_probe_succeeds() {
     let mut s = setup(4, "").await;
