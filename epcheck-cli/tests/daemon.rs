@@ -125,13 +125,19 @@ struct Setup {
     config: String,
 }
 
-async fn setup(n: usize, extra: &str) -> Setup {
+/// The stand-in ApiServer, accepting loopback addresses, with the tests' token allowed everything.
+async fn loopback_api() -> ApiServer {
     let api = ApiServer::builder()
         .strict_ips(false)
         .start()
         .await
         .unwrap();
     api.add_token(TOKEN, Permissions::all());
+    api
+}
+
+async fn setup(n: usize, extra: &str) -> Setup {
+    let api = loopback_api().await;
     api.put_service("default", "web");
     let targets = ToggleTarget::start_group(n).await.unwrap();
     let e = Epcheck::new();
@@ -257,12 +263,7 @@ async fn steady_state_makes_no_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_sixteen_reconciles_run_at_once() {
     const SERVICES: usize = 40;
-    let api = ApiServer::builder()
-        .strict_ips(false)
-        .start()
-        .await
-        .unwrap();
-    api.add_token(TOKEN, Permissions::all());
+    let api = loopback_api().await;
     let target = ToggleTarget::start().await.unwrap();
     let mut info = String::new();
     let mut list = String::new();
