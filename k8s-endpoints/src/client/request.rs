@@ -242,10 +242,25 @@ impl Client {
         let server = &inner.base.host;
         let hint = match kind {
             TransportKind::Tls => match (creds.ca_file(), creds.insecure()) {
-                (Some(ca), _) => format!(
-                    "check that CA file {} holds the CA that signed the certificate of {server}, and that the certificate is valid for that host name or IP",
-                    ca.display()
-                ),
+                (Some(ca), _) => match source.and_then(certificate_problem) {
+                    Some(CertProblem::UnknownIssuer) => format!(
+                        "the certificate of {server} is signed by a CA that CA file {} does not hold; point ca_file at the cluster's CA",
+                        ca.display()
+                    ),
+                    Some(CertProblem::Expired) => format!(
+                        "the certificate of {server} has expired (or this machine's clock is wrong)"
+                    ),
+                    Some(CertProblem::NotYetValid) => format!(
+                        "the certificate of {server} is not valid yet (check this machine's clock)"
+                    ),
+                    Some(CertProblem::WrongName) => format!(
+                        "the certificate of {server} is not valid for that host name or IP; use a URL whose host the certificate names"
+                    ),
+                    None => format!(
+                        "check that CA file {} holds the CA that signed the certificate of {server}, and that the certificate is valid for that host name or IP",
+                        ca.display()
+                    ),
+                },
                 (None, false) => format!(
                     "no CA file is configured, so the certificate of {server} was checked against the public web roots; set ca_file to the cluster's CA"
                 ),
@@ -426,6 +441,33 @@ pub(crate) fn transport_kind(err: &(dyn StdError + 'static)) -> TransportKind {
 /// The innermost error's text, as the `source` of a transport error: the part an operator
 /// needs (`invalid peer certificate: UnknownIssuer`, `Connection refused (os error 111)`),
 /// without hyper's wrappers.
+/// Which certificate check failed in a TLS handshake, where rustls says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CertProblem {
+    UnknownIssuer,
+    Expired,
+    NotYetValid,
+    WrongName,
+}
+
+fn certificate_problem(err: &(dyn StdError + 'static)) -> Option<CertProblem> {
+    use rustls::CertificateError as C;
+    chain(err)
+        .into_iter()
+        .find_map(|e| match e.downcast_ref::<rustls::Error>()? {
+            rustls::Error::InvalidCertificate(c) => match c {
+                C::UnknownIssuer => Some(CertProblem::UnknownIssuer),
+                C::Expired | C::ExpiredContext { .. } => Some(CertProblem::Expired),
+                C::NotValidYet | C::NotValidYetContext { .. } => Some(CertProblem::NotYetValid),
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    Some(CertProblem::WrongName)
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+}
+
 fn root_cause(err: &(dyn StdError + 'static)) -> String {
     chain(err)
         .last()
@@ -445,6 +487,21 @@ mod tests {
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
         ));
         assert_eq!(transport_kind(&wrapped), TransportKind::Tls);
+        assert_eq!(
+            certificate_problem(&wrapped),
+            Some(CertProblem::UnknownIssuer)
+        );
+        let expired = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Expired),
+        );
+        assert_eq!(certificate_problem(&expired), Some(CertProblem::Expired));
+        let name = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName),
+        );
+        assert_eq!(certificate_problem(&name), Some(CertProblem::WrongName));
+        assert_eq!(certificate_problem(&refused), None);
         assert_eq!(
             root_cause(&wrapped),
             "invalid peer certificate: UnknownIssuer"
