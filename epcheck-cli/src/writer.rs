@@ -3,11 +3,13 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use k8s_endpoints::client::{ReconcileMode, reconcile, reconcile_slices};
 use k8s_endpoints::slices::SliceRenderer;
-use k8s_endpoints::{Client, ManagedBy, ReconcileAction, Renderer, managed_by, mark_skip_mirror};
+use k8s_endpoints::{
+    Client, ManagedBy, ReconcileAction, Renderer, apply_to_live, diff, managed_by, mark_skip_mirror,
+};
 
 use crate::config::Mode;
 
@@ -29,9 +31,15 @@ pub struct WriteOutcome {
 pub struct ObjectWriter {
     renderer: Renderer,
     slices: Option<SliceRenderer>,
-    /// Endpoints left from `mode: endpoints` were checked for the skip-mirror label.
-    mirror_checked: Arc<AtomicBool>,
+    /// In slice mode, whether an Endpoints object that epcheck wrote earlier (`mode:
+    /// endpoints`) exists: [`LEGACY_UNKNOWN`] until the first write, then
+    /// [`LEGACY_PRESENT`] (kept current) or [`LEGACY_ABSENT`] (never looked at again).
+    legacy: Arc<AtomicU8>,
 }
+
+const LEGACY_UNKNOWN: u8 = 0;
+const LEGACY_PRESENT: u8 = 1;
+const LEGACY_ABSENT: u8 = 2;
 
 impl ObjectWriter {
     /// A writer for `mode` from the service's Endpoints renderer.
@@ -46,7 +54,7 @@ impl ObjectWriter {
         Ok(ObjectWriter {
             renderer,
             slices,
-            mirror_checked: Arc::new(AtomicBool::new(false)),
+            legacy: Arc::new(AtomicU8::new(LEGACY_UNKNOWN)),
         })
     }
 
@@ -82,11 +90,12 @@ impl ObjectWriter {
                 })
             }
             Some(slices) => {
-                if mode == ReconcileMode::Apply && !self.mirror_checked.load(Ordering::Relaxed) {
-                    self.stop_mirroring(client).await?;
-                    self.mirror_checked.store(true, Ordering::Relaxed);
-                }
                 let o = reconcile_slices(client, slices, ready, not_ready, mode).await?;
+                if mode == ReconcileMode::Apply
+                    && self.legacy.load(Ordering::Relaxed) != LEGACY_ABSENT
+                {
+                    self.keep_legacy_endpoints(client, ready, not_ready).await?;
+                }
                 Ok(WriteOutcome {
                     action: o.action,
                     change: o.diff.to_string(),
@@ -98,19 +107,48 @@ impl ObjectWriter {
     }
 
     /// In EndpointSlice mode, an Endpoints object that epcheck wrote before (`mode: endpoints`)
-    /// would be mirrored into the controller's own slices — stale backends kept in service.
-    /// It gets `endpointslice.kubernetes.io/skip-mirror: "true"` once (SPEC §9).
-    async fn stop_mirroring(&self, client: &Client) -> Result<(), k8s_endpoints::Error> {
-        let Some(mut live) = client.get_endpoints(self.namespace(), self.name()).await? else {
-            return Ok(());
+    /// would be mirrored into the controller's own slices — stale backends kept in service —
+    /// and read stale by whatever still reads v1 Endpoints. It is labelled
+    /// `endpointslice.kubernetes.io/skip-mirror: "true"` and kept equal to the healthy set,
+    /// after the slices are written (SPEC §9). An object that is absent or not epcheck's is
+    /// left alone from then on.
+    async fn keep_legacy_endpoints(
+        &self,
+        client: &Client,
+        ready: &[IpAddr],
+        not_ready: &[IpAddr],
+    ) -> Result<(), k8s_endpoints::Error> {
+        let live = match client.get_endpoints(self.namespace(), self.name()).await? {
+            Some(live) if managed_by(&live) == ManagedBy::Epcheck => live,
+            _ => {
+                self.legacy.store(LEGACY_ABSENT, Ordering::Relaxed);
+                return Ok(());
+            }
         };
-        if managed_by(&live) == ManagedBy::Epcheck && mark_skip_mirror(&mut live) {
-            client.replace_endpoints(&live).await?;
-            tracing::info!(
-                object = %format!("{}/{}", self.namespace(), self.name()),
-                "labelled the Endpoints object left from mode: endpoints skip-mirror"
-            );
+        self.legacy.store(LEGACY_PRESENT, Ordering::Relaxed);
+        let desired = self.renderer.render(ready, not_ready, Some(&live));
+        let changes = diff(&live, &desired);
+        let mut body = apply_to_live(&live, &desired);
+        let labelled = mark_skip_mirror(&mut body);
+        if changes.is_empty() && !labelled {
+            return Ok(());
         }
-        Ok(())
+        match client.replace_endpoints(&body).await {
+            Ok(_) => {
+                tracing::info!(
+                    object = %format!("{}/{}", self.namespace(), self.name()),
+                    changes = %changes,
+                    "kept the Endpoints object left from mode: endpoints current (skip-mirror)"
+                );
+                Ok(())
+            }
+            // Someone wrote it meanwhile: the next reconcile (a resync at the latest) retries.
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) if e.is_not_found() => {
+                self.legacy.store(LEGACY_ABSENT, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
