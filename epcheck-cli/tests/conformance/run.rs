@@ -1,0 +1,80 @@
+//! `epcheck run` against the real ApiServer: a backend going down and up changes what the API
+//! serves (and what the mirroring controller derives), and steady state writes nothing.
+
+use std::time::Duration;
+
+use super::{
+    Backends, Daemon, NET4, Scratch, Svc, endpoint_ips, endpoints_path, epcheck_events, eventually,
+    get, namespace, service, slice_view, slices_of,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the conformance network namespace (test `real_apiserver`)"]
+async fn run_follows_backends_and_is_quiet_in_steady_state() {
+    let ns = "run";
+    namespace(ns).await;
+    service(ns, "web", &[("serve", 8080)]).await;
+    let ips: Vec<String> = (61..=63).map(|n| format!("{NET4}{n}")).collect();
+    let backends = Backends::default();
+    for ip in &ips {
+        backends.up(ip, 18080).await;
+    }
+    let s = Scratch::new();
+    let cfg = s.config(
+        "c.yaml",
+        "content_type: application/json\nresync_interval: 2000",
+        &[Svc {
+            key: "web",
+            namespace: ns,
+            name: "web",
+            port: 18080,
+            ips: ips.clone(),
+        }],
+    );
+    s.apply_manifests(&cfg).await;
+    let mut d = Daemon::epcheck(&s, &cfg, &[]);
+    let path = endpoints_path(ns, "web");
+    let want = |ready: Vec<String>, not_ready: Vec<String>| {
+        let path = path.clone();
+        async move {
+            let obj = get(&path).await;
+            (!obj.is_null() && endpoint_ips(&obj) == (ready, not_ready)).then_some(())
+        }
+    };
+    let limit = Duration::from_secs(15);
+    eventually(limit, "all three ready", || want(ips.clone(), vec![])).await;
+
+    // Down: the API serves it as not ready, and so do the mirrored slices.
+    backends.down(&ips[1], 18080).await;
+    let (up, down) = (vec![ips[0].clone(), ips[2].clone()], vec![ips[1].clone()]);
+    eventually(limit, "the stopped backend not ready", || {
+        want(up.clone(), down.clone())
+    })
+    .await;
+    eventually(limit, "kube-proxy's view follows", || async {
+        (slice_view(&slices_of(ns, "web").await) == (up.clone(), down.clone())).then_some(())
+    })
+    .await;
+
+    // Up again: ready again.
+    backends.up(&ips[1], 18080).await;
+    eventually(limit, "the backend ready again", || {
+        want(ips.clone(), vec![])
+    })
+    .await;
+
+    // Steady state over several resyncs (2 s each): reads, no write.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mark = super::audit().len();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let events = epcheck_events(mark, ns);
+    let reads = events.iter().filter(|e| e.verb == "get").count();
+    assert!(
+        reads >= 2,
+        "no resync read in 7 s: {events:#?}\n{}",
+        d.log()
+    );
+    let writes: Vec<_> = events.iter().filter(|e| e.is_write()).collect();
+    assert!(writes.is_empty(), "steady state wrote: {writes:#?}");
+    assert_eq!(d.terminate().await, Some(0), "{}", d.log());
+}

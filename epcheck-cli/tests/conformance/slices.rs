@@ -1,0 +1,200 @@
+//! `mode: endpointslice` against the real ApiServer and its controllers: slices accepted with
+//! the right labels and owner references, the 100-endpoint split, IPv6, garbage collection when
+//! the Service goes, no perpetual writes, and a Service that was in Endpoints mode before.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{
+    Backends, NET4, NET6, Scratch, Svc, endpoint_ips, endpoints_path, epcheck_events, eventually,
+    get, namespace, service, slice_view, slices_of,
+};
+
+const NS: &str = "slices";
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the conformance network namespace (test `real_apiserver`)"]
+async fn slices_are_accepted_split_owned_and_collected() {
+    namespace(NS).await;
+    let big = service(NS, "big", &[("serve", 8080)]).await;
+    service(NS, "six", &[("serve", 8080)]).await;
+    let backends = Backends::default();
+    // 120 IPv4 backends, every tenth down; three IPv6 backends, one down.
+    let v4: Vec<String> = (100..220).map(|n| format!("{NET4}{n}")).collect();
+    let (mut up4, mut down4) = (Vec::new(), Vec::new());
+    for (i, ip) in v4.iter().enumerate() {
+        if i % 10 == 0 {
+            down4.push(ip.clone());
+        } else {
+            backends.up(ip, 18080).await;
+            up4.push(ip.clone());
+        }
+    }
+    backends.up(NET6[0], 18080).await;
+    backends.up(NET6[1], 18080).await;
+    let s = Scratch::new();
+    let cfg = s.config(
+        "c.yaml",
+        "content_type: application/json\nmode: endpointslice",
+        &[
+            Svc {
+                key: "big",
+                namespace: NS,
+                name: "big",
+                port: 18080,
+                ips: v4.clone(),
+            },
+            Svc {
+                key: "six",
+                namespace: NS,
+                name: "six",
+                port: 18080,
+                ips: NET6.iter().map(|s| s.to_string()).collect(),
+            },
+        ],
+    );
+    s.apply_manifests(&cfg).await;
+    let (v, r) = s.once(&cfg).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(v["services"][0]["action"], "created", "{}", r.stdout);
+    assert_eq!(v["services"][1]["action"], "created", "{}", r.stdout);
+
+    let slices = slices_of(NS, "big").await;
+    let mut sizes: Vec<usize> = slices
+        .iter()
+        .map(|s| s["endpoints"].as_array().map_or(0, Vec::len))
+        .collect();
+    sizes.sort();
+    assert_eq!(sizes, [20, 100], "the 100-endpoint split");
+    for s in &slices {
+        assert_eq!(s["addressType"], "IPv4");
+        assert_eq!(
+            s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+            "epcheck.io"
+        );
+        assert_eq!(s["metadata"]["labels"]["kubernetes.io/service-name"], "big");
+        let owner = &s["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "Service");
+        assert_eq!(owner["apiVersion"], "v1");
+        assert_eq!(owner["name"], "big");
+        assert_eq!(owner["uid"], big["metadata"]["uid"], "owner uid");
+        assert_eq!(s["ports"][0]["name"], "serve");
+        assert_eq!(s["ports"][0]["port"], 8080);
+    }
+    assert_eq!(
+        slice_view(&slices),
+        (sorted(up4.clone()), sorted(down4.clone()))
+    );
+    let six = slices_of(NS, "six").await;
+    assert_eq!(six.len(), 1);
+    assert_eq!(six[0]["addressType"], "IPv6");
+    assert_eq!(
+        slice_view(&six),
+        (
+            sorted(vec![NET6[0].into(), NET6[1].into()]),
+            vec![NET6[2].to_string()]
+        )
+    );
+    // Slice mode writes no Endpoints object of its own.
+    assert!(get(&endpoints_path(NS, "big")).await.is_null());
+
+    // Nothing changed: nothing written.
+    let mark = super::audit().len();
+    let (v, r) = s.once(&cfg).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(v["services"][0]["action"], "unchanged", "{}", r.stdout);
+    assert_eq!(v["services"][1]["action"], "unchanged", "{}", r.stdout);
+    let writes: Vec<_> = epcheck_events(mark, NS)
+        .into_iter()
+        .filter(|e| e.is_write())
+        .collect();
+    assert!(writes.is_empty(), "perpetual writes: {writes:#?}");
+
+    // The Service goes: the garbage collector removes the slices it owned.
+    super::send(
+        "DELETE",
+        &format!("/api/v1/namespaces/{NS}/services/big"),
+        &Value::Null,
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the garbage collector removes the slices",
+        || async { slices_of(NS, "big").await.is_empty().then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the conformance network namespace (test `real_apiserver`)"]
+async fn a_service_moved_from_endpoints_mode_shows_only_healthy_backends() {
+    let ns = "slices-moved";
+    namespace(ns).await;
+    service(ns, "moved", &[("serve", 8080)]).await;
+    let backends = Backends::default();
+    let ips: Vec<String> = (81..=83).map(|n| format!("{NET4}{n}")).collect();
+    backends.up(&ips[0], 18080).await;
+    backends.up(&ips[1], 18080).await;
+    let s = Scratch::new();
+    let svc = || Svc {
+        key: "moved",
+        namespace: ns,
+        name: "moved",
+        port: 18080,
+        ips: ips.clone(),
+    };
+    let in_endpoints = s.config("endpoints.yaml", "content_type: application/json", &[svc()]);
+    let in_slices = s.config(
+        "slices.yaml",
+        "content_type: application/json\nmode: endpointslice",
+        &[svc()],
+    );
+    s.apply_manifests(&in_endpoints).await;
+    let (_, r) = s.once(&in_endpoints).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let healthy = (vec![ips[0].clone(), ips[1].clone()], vec![ips[2].clone()]);
+    eventually(
+        Duration::from_secs(20),
+        "the controller mirrors the Endpoints",
+        || async { (slice_view(&slices_of(ns, "moved").await) == healthy).then_some(()) },
+    )
+    .await;
+
+    // Now slice mode (deployed with its own manifests), with a backend down meanwhile.
+    s.apply_manifests(&in_slices).await;
+    backends.down(&ips[1], 18080).await;
+    let (_, r) = s.once(&in_slices).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let healthy = (vec![ips[0].clone()], vec![ips[1].clone(), ips[2].clone()]);
+    // The old Endpoints object is marked skip-mirror (so the controller drops its mirror) and
+    // kept equal to the healthy set for readers of v1 Endpoints.
+    let obj = get(&endpoints_path(ns, "moved")).await;
+    assert_eq!(
+        obj["metadata"]["labels"]["endpointslice.kubernetes.io/skip-mirror"], "true",
+        "{obj:#}"
+    );
+    assert_eq!(
+        endpoint_ips(&obj),
+        healthy,
+        "the v1 Endpoints object was left stale"
+    );
+    // What kube-proxy reads: exactly the healthy set, from epcheck's slices only.
+    eventually(
+        Duration::from_secs(20),
+        "only epcheck's slices, equal to the healthy set",
+        || async {
+            let slices = slices_of(ns, "moved").await;
+            let ours = slices.iter().all(|s| {
+                s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] == "epcheck.io"
+            });
+            (ours && slice_view(&slices) == healthy).then_some(())
+        },
+    )
+    .await;
+}
