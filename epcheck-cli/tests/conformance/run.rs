@@ -76,5 +76,12 @@ async fn run_follows_backends_and_is_quiet_in_steady_state() {
     );
     let writes: Vec<_> = events.iter().filter(|e| e.is_write()).collect();
     assert!(writes.is_empty(), "steady state wrote: {writes:#?}");
+    // Every Endpoints response carried the deprecation warning; the log shows it once.
+    let log = d.log();
+    assert_eq!(
+        log.matches("v1 Endpoints is deprecated").count(),
+        1,
+        "the Warning header is not logged exactly once over {reads} resync reads:\n{log}"
+    );
     assert_eq!(d.terminate().await, Some(0), "{}", d.log());
 }

@@ -343,3 +343,107 @@ async fn the_stand_in_answers_like_the_real_apiserver() {
         differences.join("\n")
     );
 }
+
+/// What an `epcheck once` step left: the report's action, the requests that wrote (method and
+/// status), and the stored object's addresses, ports and epcheck's label.
+fn outcome(report: &Value, writes: Vec<(String, u16)>, stored: &Value) -> Value {
+    let (ready, not_ready) = super::endpoint_ips(stored);
+    json!({
+        "action": report["services"][0]["action"],
+        "writes": writes,
+        "ready": ready,
+        "not_ready": not_ready,
+        "ports": stored["subsets"][0]["ports"],
+        "label": stored["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+    })
+}
+
+/// The same `epcheck once` scenario — create, no-op, update — against both servers: the
+/// reports, the writes and the stored objects agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the conformance network namespace (test `real_apiserver`)"]
+async fn once_does_the_same_against_both() {
+    let ns = "standin-once";
+    namespace(ns).await;
+    super::service(ns, "web", &[("serve", 8080)]).await;
+    let standin = ApiServer::builder()
+        .tls(true)
+        .start()
+        .await
+        .expect("stand-in");
+    standin.put_service(ns, "web");
+    standin.add_user_token(
+        "standin-token",
+        plane().info().epcheck_user.clone(),
+        Permissions::all(),
+    );
+    let backends = super::Backends::default();
+    let ips: Vec<String> = (91..=92).map(|n| format!("{NET4}{n}")).collect();
+    for ip in &ips {
+        backends.up(ip, 18080).await;
+    }
+    let s = super::Scratch::new();
+    let svc = super::Svc {
+        key: "web",
+        namespace: ns,
+        name: "web",
+        port: 18080,
+        ips: ips.clone(),
+    };
+    let real_cfg = s.config("real.yaml", "content_type: application/yaml", &[svc]);
+    s.apply_manifests(&real_cfg).await;
+    standin
+        .write_ca_pem(s.e.path("standin-ca.crt"))
+        .expect("CA");
+    s.e.write("standin-token", "standin-token");
+    let text = std::fs::read_to_string(&real_cfg)
+        .expect("config")
+        .replace(plane().url(), &standin.url())
+        .replace(
+            &plane().info().ca_file.display().to_string(),
+            &s.e.path("standin-ca.crt").display().to_string(),
+        )
+        .replace("./sa/token", "./standin-token");
+    let fake_cfg = s.e.write("standin.yaml", &text);
+    let fake_cfg = fake_cfg.to_str().expect("path");
+    let path = super::endpoints_path(ns, "web");
+
+    for step in ["create", "unchanged", "update"] {
+        if step == "update" {
+            backends.down(&ips[1], 18080).await;
+        }
+        let mark = super::audit().len();
+        let (report, r) = s.once(&real_cfg).await;
+        assert_eq!(r.code, 0, "{step} (real): {}", r.all());
+        let writes = super::epcheck_events(mark, ns)
+            .into_iter()
+            .filter(|e| e.is_write())
+            .map(|e| (e.verb, e.code))
+            .collect();
+        let real = outcome(&report, writes, &super::get(&path).await);
+
+        standin.clear_requests();
+        let (report, r) = s.once(fake_cfg).await;
+        assert_eq!(r.code, 0, "{step} (stand-in): {}", r.all());
+        let writes = standin
+            .writes()
+            .iter()
+            .map(|w| {
+                let verb = if w.method == "POST" {
+                    "create"
+                } else {
+                    "update"
+                };
+                (verb.to_string(), w.status.unwrap_or_default())
+            })
+            .collect();
+        let stored = standin
+            .get_object(fixtures::apiserver::Resource::Endpoints, ns, "web")
+            .unwrap_or(Value::Null);
+        let fake = outcome(&report, writes, &stored);
+        assert_eq!(
+            real, fake,
+            "{step}: the stand-in and the real ApiServer differ"
+        );
+    }
+}
