@@ -17,7 +17,7 @@
 //!
 //! Run them alone: `cargo test -p epcheck-cli --test conformance -- --nocapture`
 //! (`EPCHECK_CONFORMANCE_FILTER=slices` runs only the scenarios whose name contains it). Another
-//! Kubernetes release: `KUBE_VERSION=v1.36.4 bash conformance/build.sh /tmp/kc` and then
+//! Kubernetes release: `KUBE_VERSION=v1.36.3 bash conformance/build.sh /tmp/kc` and then
 //! `EPCHECK_KUBE_CONFORMANCE=/tmp/kc cargo test -p epcheck-cli --test conformance`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
