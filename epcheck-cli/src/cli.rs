@@ -173,6 +173,11 @@ pub struct ProbeArgs {
     /// Report format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Not used: `probe` takes its addresses and settings from the command line alone. It is
+    /// accepted, hidden from `--help` and ignored with a warning, so that a script passing the
+    /// global `-f` to every command keeps working.
+    #[arg(short = 'f', long = "config", hide = true, value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// `plan`.

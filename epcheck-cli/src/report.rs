@@ -50,8 +50,18 @@ impl Action {
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// One entry per configured service, in config order.
+    /// One entry per configured service, sorted by namespace, name and service key (see
+    /// [`Report::sorted`]).
     pub services: Vec<ServiceReport>,
+}
+
+/// `1 service`, `2 services`: a count with its noun (regular English plurals only).
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// One service.
@@ -118,6 +128,15 @@ pub fn millis(d: std::time::Duration) -> f64 {
 }
 
 impl Report {
+    /// A report of `services` in the order a reader looks them up: by namespace, then name,
+    /// then service key (the config's order says nothing to someone reading the output).
+    pub fn sorted(mut services: Vec<ServiceReport>) -> Self {
+        services.sort_by(|a, b| {
+            (&a.namespace, &a.name, &a.service).cmp(&(&b.namespace, &b.name, &b.service))
+        });
+        Report { services }
+    }
+
     /// A human table: one block per service, one line per target.
     pub fn to_text(&self) -> String {
         let mut out = String::new();

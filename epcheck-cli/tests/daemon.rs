@@ -901,3 +901,52 @@ async fn notify_script_and_webhook_see_each_transition_once() {
             .any(|e| e["kind"] == "target" && e["ip"] == ip.as_str())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apiserver_outage_is_logged_by_its_changes_not_by_each_retry() {
+    let s = setup(2, "").await;
+    // Every request fails with 500 from the start: the first writes and their retries fail.
+    s.api.push_fault(FaultRule::new(Fault::Status500).always());
+    let d = Daemon::start(&s.e, &s.config);
+    assert!(
+        s.api
+            .wait_for_count(|r| r.status == Some(500), 12, Duration::from_secs(20))
+            .await
+            .is_ok(),
+        "{}",
+        d.log()
+    );
+    s.api.clear_faults();
+    let all: Vec<String> = s.targets.iter().map(ip_of).collect();
+    assert!(
+        until_ready(&s.api, &all, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    assert!(
+        d.wait_log("answers again", Duration::from_secs(2)).await,
+        "{}",
+        d.log()
+    );
+    let (_, _, log) = d.terminate().await;
+    let lines = |needle: &str| {
+        log.lines()
+            .filter(|l| l.contains(needle) && (l.contains("ERROR") || l.contains("WARN")))
+            .count()
+    };
+    assert_eq!(lines("the ApiServer is unavailable"), 1, "{log}");
+    assert_eq!(
+        lines("reconcile failed"),
+        0,
+        "each failed retry was logged above debug:\n{log}"
+    );
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("the ApiServer answers again"))
+            .count(),
+        1,
+        "{log}"
+    );
+}

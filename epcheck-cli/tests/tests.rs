@@ -13,4 +13,5 @@ mod once;
 mod plan;
 mod probe;
 mod slices;
+mod ux;
 mod validate;

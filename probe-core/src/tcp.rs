@@ -116,6 +116,10 @@ async fn read_until_match(
     expect: &Expect,
     reply: &mut Vec<u8>,
 ) -> Result<(), ProbeError> {
+    // Read into a separate buffer and append only what arrived: the future may be cancelled
+    // by the timeout in the middle of a read, and `reply` must then hold exactly the bytes
+    // received (it is quoted in the timeout message), never zero padding.
+    let mut chunk = vec![0u8; READ_CHUNK];
     loop {
         let len = reply.len();
         let room = MAX_REPLY_BYTES - len;
@@ -125,19 +129,16 @@ async fn read_until_match(
                 format!("no match for {expect} in the first {MAX_REPLY_BYTES} bytes of the reply"),
             ));
         }
-        reply.resize(len + room.min(READ_CHUNK), 0);
-        let read = stream.read(&mut reply[len..]).await;
-        let n = match read {
+        let want = room.min(READ_CHUNK);
+        let n = match stream.read(&mut chunk[..want]).await {
             Ok(n) => n,
             Err(e) => {
-                reply.truncate(len);
                 return Err(ProbeError::new(
                     FailureKind::Other,
                     format!("read failed: {e}"),
                 ));
             }
         };
-        reply.truncate(len + n);
         if n == 0 {
             return Err(ProbeError::new(
                 FailureKind::UnexpectedReply,
@@ -148,6 +149,7 @@ async fn read_until_match(
                 ),
             ));
         }
+        reply.extend_from_slice(&chunk[..n]);
         if expect.matches_after(reply, len) {
             return Ok(());
         }

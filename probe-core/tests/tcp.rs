@@ -191,3 +191,30 @@ async fn ipv6_loopback_when_available() {
     assert_eq!(t.to_string(), format!("svc/node-1 [::1]:{}", addr.port()));
     assert!(prober().probe(&t, &Check::tcp()).await.up);
 }
+
+#[tokio::test]
+async fn a_timed_out_expect_reports_exactly_what_was_received() {
+    // Replies, then keeps the connection open without the expected text: the probe times out
+    // while a read is pending, and must report the seven bytes it got, not a padded buffer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 64];
+        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+        tokio::io::AsyncWriteExt::write_all(&mut stream, b"+PONG\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(TIMEOUT * 4).await;
+    });
+    let outcome = prober()
+        .probe(&target(addr), &tcp(Some("PING\r\n"), Some("role:master")))
+        .await;
+    assert_eq!(kind(&outcome), Some(FailureKind::Timeout), "{outcome:?}");
+    let message = outcome.error.unwrap().message;
+    assert!(
+        message.ends_with(r#"(received 7 bytes: "+PONG\r\n")"#),
+        "{message}"
+    );
+    server.abort();
+}

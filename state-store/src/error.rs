@@ -53,9 +53,8 @@ pub enum Error {
 
     /// The first connection to Redis failed (refused, unreachable, TLS handshake, timeout).
     #[error(
-        "cannot connect to Redis at {address} within {timeout:?}: check that Redis runs and is \
-         reachable from here (redis.ipport, redis.tls); the daemon can also start with a store \
-         that connects in the background (RedisStore::new_lazy)"
+        "cannot connect to Redis at {address} (check that Redis runs and is reachable from here: \
+         redis.ipport, redis.tls)"
     )]
     Connect {
         /// `host:port`.

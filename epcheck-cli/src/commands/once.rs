@@ -113,7 +113,7 @@ pub async fn run(
         }
         services.push(report);
     }
-    let report = Report { services };
+    let report = Report::sorted(services);
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => print!("{}", report.to_text()),

@@ -64,7 +64,7 @@ pub async fn run(args: &PlanArgs, path: &Path, env: &dyn Environment) -> anyhow:
             endpoint_slices,
         });
     }
-    let report = Report { services };
+    let report = Report::sorted(services);
     match args.output {
         PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         PlanFormat::Text => print!("{}", report.to_text()),

@@ -120,6 +120,12 @@ fn check_from(args: &ProbeArgs) -> Result<Check, UsageError> {
 
 /// Runs `probe`; returns the exit code (0 all up, 1 any down).
 pub async fn run(args: &ProbeArgs) -> anyhow::Result<u8> {
+    if let Some(path) = &args.config {
+        tracing::warn!(
+            config = %path.display(),
+            "probe does not read a config file: the addresses and settings come from the command line"
+        );
+    }
     let mut addrs = Vec::new();
     for a in &args.addrs {
         addrs.push(parse_addr(a, "argument")?);

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::cli::{OutputFormat, ValidateArgs};
 use crate::config::{ConfigError, Diagnostic, Environment, Loaded, Severity, load};
+use crate::report::count;
 
 #[derive(Serialize)]
 struct ValidateReport<'a> {
@@ -58,11 +59,11 @@ pub fn run(
             }
             if errors.is_empty() {
                 println!(
-                    "{}: valid ({} services, {} targets, {} warnings{})",
+                    "{}: valid ({}, {}, {}{})",
                     path.display(),
-                    counts.0,
-                    counts.1,
-                    warnings.len(),
+                    count(counts.0, "service"),
+                    count(counts.1, "target"),
+                    count(warnings.len(), "warning"),
                     if args.strict && !warnings.is_empty() {
                         "; --strict fails on warnings"
                     } else {
@@ -71,10 +72,9 @@ pub fn run(
                 );
             } else {
                 println!(
-                    "{}: invalid ({} error{})",
+                    "{}: invalid ({})",
                     path.display(),
-                    errors.len(),
-                    if errors.len() == 1 { "" } else { "s" }
+                    count(errors.len(), "error")
                 );
             }
         }

@@ -71,14 +71,14 @@ pub enum ConfigError {
         /// Every place looked at, in order.
         tried: Vec<PathBuf>,
     },
-    /// The file exists but cannot be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    /// The file exists but cannot be read. The I/O error is part of the message (not a
+    /// `source`), so that a printed chain does not say it twice.
+    #[error("cannot read config file {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file was read and has errors (all of them are listed).
     #[error("{}", render_invalid(file, errors))]

@@ -293,9 +293,9 @@ pub struct Loaded {
 
 /// Reads and checks the config at `path`.
 pub fn load(path: &Path, env: &dyn Environment) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     check(&text, path, env)
 }

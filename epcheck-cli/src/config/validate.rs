@@ -132,13 +132,16 @@ pub(super) fn error_at(key: &str, line: Option<usize>, message: &str) -> Diagnos
 
 fn build(r: &mut Reader, root: &Value, base_dir: &Path, env: &dyn Environment) -> Option<Config> {
     let top = r.mapping(root, "", TOP_KEYS);
-    let interval = r
-        .millis(get(top, "interval"), "interval")
-        .unwrap_or(DEFAULT_INTERVAL);
-    let timeout = r
-        .millis(get(top, "pingtimeout"), "pingtimeout")
-        .unwrap_or(DEFAULT_TIMEOUT);
-    if interval < Duration::from_millis(100) {
+    let (interval_value, timeout_value) = (get(top, "interval"), get(top, "pingtimeout"));
+    let interval_read = r.millis(interval_value, "interval");
+    let timeout_read = r.millis(timeout_value, "pingtimeout");
+    // A value that is present but invalid already has its error; warnings computed from the
+    // default in its place would only mislead.
+    let interval_ok = interval_value.is_none_or(|_| interval_read.is_some());
+    let timeout_ok = timeout_value.is_none_or(|_| timeout_read.is_some());
+    let interval = interval_read.unwrap_or(DEFAULT_INTERVAL);
+    let timeout = timeout_read.unwrap_or(DEFAULT_TIMEOUT);
+    if interval_ok && interval < Duration::from_millis(100) {
         r.warn(
             "interval",
             format!(
@@ -147,7 +150,7 @@ fn build(r: &mut Reader, root: &Value, base_dir: &Path, env: &dyn Environment) -
             ),
         );
     }
-    if interval < timeout {
+    if interval_ok && timeout_ok && interval < timeout {
         r.warn(
             "interval",
             format!(

@@ -17,6 +17,7 @@
 
 mod engine;
 pub mod failsafe;
+mod outage;
 pub mod persist;
 pub mod table;
 

@@ -146,7 +146,7 @@ impl RedisStore {
                 return Ok(store);
             }
             Ok(Err(e)) => store.shared.backend(&e),
-            Err(_) => BackendError::new("Timeout", "no connection within the timeout"),
+            Err(_) => BackendError::new("Timeout", format!("no connection within {timeout:?}")),
         };
         let address = store.shared.address.clone();
         if error.kind() == ErrorKind::Auth.to_str() {
@@ -374,9 +374,22 @@ impl Shared {
 
     /// fred's error as ours, with the password scrubbed.
     fn backend(&self, error: &FredError) -> BackendError {
-        BackendError::new(error.kind().to_str(), error.details())
+        BackendError::new(error.kind().to_str(), readable_details(error.details()))
             .redacted(self.password.as_ref().map(|p| p.expose_secret()))
     }
+}
+
+/// The client's I/O errors carry the `Debug` form of `std::io::Error`
+/// (`Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }`): shown to an
+/// operator as `Connection refused (os error 111)`. Anything else is kept as it is.
+fn readable_details(details: &str) -> String {
+    let parsed = details.strip_prefix("Os { code: ").and_then(|rest| {
+        let (code, rest) = rest.split_once(',')?;
+        let (_, message) = rest.split_once("message: \"")?;
+        let message = message.strip_suffix("\" }")?;
+        Some(format!("{message} (os error {code})"))
+    });
+    parsed.unwrap_or_else(|| details.to_owned())
 }
 
 /// Logs connection errors (rate-limited) and reconnections, and remembers the last error so

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_endpoints::client::ReconcileMode;
+use k8s_endpoints::client::{ReconcileMode, RetryDecision, classify};
 use k8s_endpoints::{Client, Renderer};
 use probe_core::{
     Check, Health, ProbeEvent, Prober, ProberOptions, ScheduleOptions, Scheduler, Target,
@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use super::failsafe::FailSafe;
+use super::outage::{ApiOutage, OutageLog};
 use super::persist::{Persister, Write};
 use super::table::{ServiceSlot, TargetSlot, restore_tracker, stored};
 use super::{DaemonOptions, Telemetry};
@@ -80,6 +81,8 @@ pub struct Engine {
     /// `/status` is out of date; it is published at most every [`STATUS_EVERY`] (building it
     /// costs a walk over every target, too much for every transition of a large config).
     status_dirty: bool,
+    /// The ApiServer's availability, so that an outage is logged by its changes.
+    outage: ApiOutage,
     /// Each service's last HEALTHY/DEGRADED/DOWN, for service notifications.
     service_health: ServiceTracker,
     /// The store outlives this process, so target records are worth saving
@@ -285,6 +288,7 @@ impl Engine {
             unknown,
             awaiting: 0,
             status_dirty: false,
+            outage: ApiOutage::default(),
             service_health,
             durable,
         }
@@ -736,6 +740,7 @@ impl Engine {
         match done.result {
             Ok(outcome) => {
                 s.failures = 0;
+                log_outage(&self.outage.succeeded(Instant::now()), None);
                 let now = SystemTime::now();
                 s.metrics.reconciled(outcome.action, now);
                 s.last_reconcile = Some(now);
@@ -766,23 +771,70 @@ impl Engine {
             Err(e) => {
                 s.failures += 1;
                 s.metrics.reconcile_failed();
-                s.last_error = Some(e.to_string());
+                let text = e.to_string();
                 let base = Duration::from_millis(500) * 2u32.saturating_pow(s.failures.min(10));
                 let cap = base.min(max_retry);
                 let wait = cap.mul_f64(rand::rng().random_range(0.5..=1.0));
-                tracing::error!(
-                    service = %s.key,
-                    error = %e,
-                    attempt = s.failures,
-                    retry_in_ms = wait.as_millis() as u64,
-                    "reconcile failed; nothing partial was written, retrying"
-                );
+                let unavailable = matches!(classify(&e), RetryDecision::Backoff { .. });
+                // Logged by state change: an outage by the ApiServer's state (see `outage`),
+                // any other error when it differs from the service's previous one.
+                let quiet = if unavailable {
+                    log_outage(&self.outage.failed(Instant::now(), &s.key), Some(&text));
+                    true
+                } else {
+                    s.last_error.as_deref() == Some(text.as_str())
+                };
+                if quiet {
+                    tracing::debug!(
+                        service = %s.key,
+                        error = %e,
+                        attempt = s.failures,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "reconcile failed; nothing partial was written, retrying"
+                    );
+                } else {
+                    tracing::error!(
+                        service = %s.key,
+                        error = %e,
+                        attempt = s.failures,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "reconcile failed; nothing partial was written, retrying"
+                    );
+                }
+                s.last_error = Some(text);
                 s.dirty = true;
                 s.due = Instant::now() + wait;
             }
         }
         self.update_service_gauges(done.service);
         self.status_dirty = true;
+    }
+}
+
+/// Logs what [`ApiOutage`] asks for; `error` is the failure that started or continues it.
+fn log_outage(log: &OutageLog, error: Option<&str>) {
+    match log {
+        OutageLog::Quiet => {}
+        OutageLog::Started => tracing::error!(
+            error = error.unwrap_or_default(),
+            "the ApiServer is unavailable: reconciles are retried with backoff and nothing partial is written; a summary follows once a minute until it answers"
+        ),
+        OutageLog::Summary {
+            lasted,
+            failures,
+            services,
+        } => tracing::warn!(
+            lasted_s = lasted.as_secs(),
+            failed_reconciles = failures,
+            services,
+            last_error = error.unwrap_or_default(),
+            "the ApiServer is still unavailable"
+        ),
+        OutageLog::Ended { lasted, failures } => tracing::info!(
+            lasted_s = lasted.as_secs(),
+            failed_reconciles = failures,
+            "the ApiServer answers again; pending writes go out now"
+        ),
     }
 }
 
