@@ -13,6 +13,8 @@ mod probe;
 mod proptests;
 mod reader;
 mod services;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::collections::HashMap;
@@ -217,11 +219,19 @@ pub enum Mode {
     EndpointSlice,
 }
 
+/// The port of the metrics and health server when `metrics.listen` does not say: 9087.
+///
+/// Not 9090 (the Prometheus server's own port), nor 9091-9095 (Pushgateway, Alertmanager,
+/// Kafka, Grafana Loki/Mimir/Tempo gRPC), nor 9100-9999, which Prometheus' list of default
+/// exporter ports has filled, so any port there is some exporter's default. The README's
+/// "Metrics port" section says which ports were checked.
+pub const DEFAULT_METRICS_PORT: u16 = 9087;
+
 /// `metrics`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsConfig {
-    /// Listen address of the metrics and health server (default `0.0.0.0:9090`); `None` =
-    /// disabled (`listen: off`).
+    /// Listen address of the metrics and health server (default `0.0.0.0:9087`, every
+    /// interface: the kubelet's probes come to the pod IP); `None` = disabled (`listen: off`).
     pub listen: Option<SocketAddr>,
 }
 

@@ -28,7 +28,7 @@
 //! readiness.set_config_loaded();
 //! let (status_tx, status_rx) = tokio::sync::watch::channel(StatusSnapshot::default());
 //!
-//! let listener = tokio::net::TcpListener::bind("0.0.0.0:9090").await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9087").await?;
 //! let state = HttpState::new(Arc::new(registry), readiness.clone(), Arc::new(status_rx));
 //! let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
 //! tokio::spawn(serve(listener, state, shutdown));

@@ -6,7 +6,7 @@
 //!   readable by far more people than a Secret, and `manifests` output ends up in Git.
 //! - `token_file` and `ca_file` are removed: in the pod epcheck uses the ServiceAccount's token
 //!   and CA, which is what the generated RBAC is bound to.
-//! - `metrics.listen` is set to all interfaces (keeping the port; 9090 when it was `off`),
+//! - `metrics.listen` is set to all interfaces (keeping the port; 9087 when it was `off`),
 //!   since the kubelet's probes and Prometheus come in on the pod's IP.
 //!
 //! The file is edited line by line so its comments survive. The result is parsed again and

@@ -61,7 +61,7 @@ fn secrets_never_appear_in_the_output() {
     assert!(reloaded.notify.webhooks[0].secret.is_none());
     assert_eq!(reloaded.services.len(), 3);
     assert!(reloaded.token_file.is_empty());
-    assert_eq!(reloaded.metrics.listen.unwrap().to_string(), "0.0.0.0:9090");
+    assert_eq!(reloaded.metrics.listen.unwrap().to_string(), "0.0.0.0:9087");
     // Edited in place: the operator's comments are still there.
     assert!(
         stored.contains("# service key -> the Endpoints object"),
