@@ -78,7 +78,18 @@ pub async fn run(
                 )
             })?;
             let bound = listener.local_addr().unwrap_or(addr);
-            tracing::info!(addr = %bound, "metrics and health server listening");
+            if bound.ip().is_unspecified() {
+                // The default: the kubelet's probes come to the pod IP. Say so, for those who run
+                // epcheck on a host where that port should not be reachable from outside.
+                tracing::info!(
+                    addr = %bound,
+                    "metrics and health server listening on every interface; set \
+                     metrics.listen to 127.0.0.1:{} to keep it local",
+                    bound.port()
+                );
+            } else {
+                tracing::info!(addr = %bound, "metrics and health server listening");
+            }
             let state = HttpState::new(
                 Arc::new(registry),
                 telemetry.readiness.clone(),

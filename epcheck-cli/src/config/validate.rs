@@ -450,7 +450,10 @@ pub(super) fn read_failsafe(r: &mut Reader, value: Option<&Value>) -> Failsafe {
 pub(super) fn read_metrics(r: &mut Reader, value: Option<&Value>) -> MetricsConfig {
     let map = value.and_then(|v| r.mapping(v, "metrics", METRICS_KEYS));
     let listen = match r.text(get(map, "listen"), "metrics.listen") {
-        None => Some(SocketAddr::from(([0, 0, 0, 0], super::DEFAULT_METRICS_PORT))),
+        None => Some(SocketAddr::from((
+            [0, 0, 0, 0],
+            super::DEFAULT_METRICS_PORT,
+        ))),
         Some(s) if s.is_empty() || s == "off" => None,
         Some(s) => match s.parse::<SocketAddr>() {
             Ok(a) => Some(a),
