@@ -1,5 +1,7 @@
 //! The real server on `127.0.0.1:0`, spoken to over raw TCP.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -498,10 +500,7 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_header_deadline() {
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
     let read =
         tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut Vec::new())).await;
-    assert!(
-        matches!(read, Ok(_)),
-        "the slow client's connection stayed open"
-    );
+    assert!(read.is_ok(), "the slow client's connection stayed open");
     assert!(
         started.elapsed() >= Duration::from_millis(250),
         "closed too early"
