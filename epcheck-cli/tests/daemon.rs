@@ -89,11 +89,16 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and waits for the exit code.
-    pub(crate) async fn terminate(mut self) -> (Option<i32>, Duration, String) {
+    pub(crate) async fn terminate(self) -> (Option<i32>, Duration, String) {
+        self.signal("-TERM").await
+    }
+
+    /// Sends `signal` (`kill`'s spelling: `-TERM`, `-HUP`) and waits for the exit code.
+    pub(crate) async fn signal(mut self, signal: &str) -> (Option<i32>, Duration, String) {
         let pid = self.child.id().unwrap().to_string();
         let started = Instant::now();
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([signal, &pid])
             .status()
             .unwrap();
         assert!(status.success());
@@ -254,6 +259,37 @@ async fn steady_state_makes_no_writes() {
     let (code, took, log) = d.terminate().await;
     assert_eq!(code, Some(0), "{log}");
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+}
+
+/// Issue 18: SIGHUP exited 129 at once, skipping the shutdown path (no Lease release, no final
+/// flush). It now takes the SIGTERM path: exit 0, and the Lease is released for the next leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_shuts_down_cleanly_and_releases_the_lease() {
+    let s = setup(
+        2,
+        "leader_election:\n  enabled: true\n  namespace: default\n  name: epcheck\n",
+    )
+    .await;
+    let all: Vec<String> = s.targets.iter().map(ip_of).collect();
+    let d = Daemon::start(&s.e, &s.config);
+    assert!(
+        until_ready(&s.api, &all, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    let holder = |api: &ApiServer| {
+        api.get_object(Resource::Leases, "default", "epcheck")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    assert!(!holder(&s.api).is_empty(), "no leader: {}", d.log());
+    let (code, took, log) = d.signal("-HUP").await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(took < Duration::from_secs(3), "SIGHUP took {took:?}");
+    assert!(log.contains("SIGHUP received"), "{log}");
+    assert_eq!(holder(&s.api), "", "the Lease was not released: {log}");
 }
 
 /// At start-up every service is due at once. With each request slowed down, the reconciles of
