@@ -6,6 +6,7 @@
 //! in epcheck sees an `Option` that validation could have settled.
 
 mod diagnostic;
+mod limits;
 mod lines;
 mod locate;
 mod probe;
@@ -27,6 +28,7 @@ use probe_core::Check;
 use secrecy::SecretString;
 
 pub use diagnostic::{ConfigError, Diagnostic, Severity};
+pub use limits::{MAX_BYTES, MAX_DEPTH};
 pub use lines::LineIndex;
 pub use locate::{default_candidates, locate};
 pub use validate::check;
@@ -303,9 +305,19 @@ pub struct Loaded {
 
 /// Reads and checks the config at `path`.
 pub fn load(path: &Path, env: &dyn Environment) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let read_error = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // Refuse a huge file before reading it (a wrong path to a log or a disk image).
+    let len = std::fs::metadata(path).map_err(read_error)?.len();
+    if len > limits::MAX_BYTES as u64 {
+        return Err(ConfigError::Invalid {
+            file: path.to_path_buf(),
+            errors: vec![limits::too_big(len)],
+            warnings: vec![],
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(read_error)?;
     check(&text, path, env)
 }

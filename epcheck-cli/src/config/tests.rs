@@ -25,3 +25,95 @@ fn the_default_metrics_port_is_not_the_prometheus_servers() {
     assert_eq!(listen, "0.0.0.0:9087".parse::<SocketAddr>().unwrap());
     assert_ne!(listen.port(), 9090, "9090 is Prometheus' own port");
 }
+
+fn errors(text: &str) -> Vec<super::Diagnostic> {
+    match load(text) {
+        Err(ConfigError::Invalid { errors, .. }) => errors,
+        Err(e) => panic!("expected Invalid, got {e}"),
+        Ok(_) => panic!("expected errors"),
+    }
+}
+
+/// Issue 18: `key: ` then 200,000 `[` took 15-45 s to reject. It is now rejected by the depth
+/// limit, before any parser builds a tree, with the line where the limit was passed.
+#[test]
+fn deeply_nested_flow_sequences_are_rejected_by_the_depth_limit() {
+    let text = format!("interval: 2000\nkey: {}\n", "[".repeat(200_000));
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].message.contains("nested deeper than"),
+        "{errors:?}"
+    );
+    assert_eq!(errors[0].line, Some(2));
+}
+
+#[test]
+fn deeply_nested_flow_mappings_are_rejected_by_the_depth_limit() {
+    let text = format!("{}{}\n", "\n".repeat(3), "{a: ".repeat(100_000));
+    let errors = errors(&text);
+    assert!(
+        errors[0].message.contains("nested deeper than"),
+        "{errors:?}"
+    );
+    assert_eq!(errors[0].line, Some(4));
+}
+
+#[test]
+fn deeply_nested_block_mappings_are_rejected_by_the_depth_limit() {
+    let mut text = String::new();
+    for i in 0..200 {
+        text.push_str(&format!("{}k{i}:\n", " ".repeat(i)));
+    }
+    let errors = errors(&text);
+    assert!(
+        errors[0].message.contains("nested deeper than"),
+        "{errors:?}"
+    );
+}
+
+/// Real configs nest a few levels; the limit leaves them plenty of room.
+#[test]
+fn the_seed_config_is_far_from_the_limits() {
+    assert!(load(seed()).is_ok());
+    let nested = format!(
+        "{}\nendpoint_template_annotations_probe: {}1{}\n",
+        seed(),
+        "[".repeat(30),
+        "]".repeat(30)
+    );
+    // Unknown key, but not a depth error.
+    let errors = errors(&nested);
+    assert!(
+        errors.iter().all(|e| !e.message.contains("nested deeper")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn an_oversized_file_is_rejected_before_parsing() {
+    let text = format!("# {}\n", "x".repeat(super::limits::MAX_BYTES));
+    let errors = errors(&text);
+    assert!(errors[0].message.contains("MiB"), "{errors:?}");
+}
+
+/// Issue 18: a UTF-8 byte-order mark (as some Windows editors write) was rejected as a
+/// multi-document file.
+#[test]
+fn a_byte_order_mark_is_accepted() {
+    let text = format!("\u{feff}{}", seed());
+    let loaded = load(&text).unwrap();
+    assert_eq!(loaded.config.services.len(), 3);
+    // Lines are still counted from the first line of the file.
+    let broken = format!(
+        "\u{feff}{}",
+        seed().replacen("interval: 2000", "interval: x", 1)
+    );
+    let errors = errors(&broken);
+    let line = seed()
+        .lines()
+        .position(|l| l.starts_with("interval:"))
+        .unwrap()
+        + 1;
+    assert_eq!(errors[0].line, Some(line), "{errors:?}");
+}

@@ -9,6 +9,7 @@ use k8s_endpoints::{ContentType, NotReadyPolicy, PathTemplate, validate_name, va
 use secrecy::SecretString;
 use serde_yaml::{Mapping, Value};
 
+use super::limits;
 use super::probe::{read_probe_defaults, service_probe};
 use super::reader::{Reader, get, join};
 use super::services::{read_services, read_template};
@@ -83,6 +84,10 @@ pub fn check(text: &str, path: &Path, env: &dyn Environment) -> Result<Loaded, C
         errors,
         warnings,
     };
+    let text = limits::strip_byte_order_mark(text);
+    if let Err(e) = limits::check_limits(text) {
+        return Err(invalid(vec![e], vec![]));
+    }
     if text.trim().is_empty() {
         return Err(invalid(
             vec![error_at(
