@@ -12,5 +12,6 @@ mod manifests;
 mod once;
 mod plan;
 mod probe;
+mod secrets;
 mod slices;
 mod validate;
