@@ -67,3 +67,31 @@ fn a_password_sent_to_a_server_without_one_is_not_logged() {
     assert!(!r.stderr.contains(" fred::"), "{}", r.stderr);
     assert!(!r.stderr.contains("AUTH"), "{}", r.stderr);
 }
+
+/// Issue 18: `once` printed an ApiServer URL with `user:password@` whole. Every command now
+/// refuses such a config with an error naming the key, and the password appears nowhere.
+#[test]
+fn an_apiserver_url_with_a_password_is_refused_and_never_shown() {
+    let e = Epcheck::new();
+    e.write("conf/token", "abc.def");
+    let text = seed().replacen("url: https://", "url: https://admin:hunter2-pw@", 1);
+    let path = e.write("c.yaml", &text);
+    let p = path.to_str().unwrap();
+    for args in [
+        vec!["validate", "-f", p],
+        vec!["-vv", "once", "-f", p],
+        vec!["once", "--dry-run", "-f", p],
+        vec!["plan", "-f", p],
+        vec!["manifests", "-f", p],
+    ] {
+        let r = e.run(&args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.all());
+        assert!(r.all().contains("url"), "{args:?}: {}", r.all());
+        assert!(
+            r.all().contains("carries credentials"),
+            "{args:?}: {}",
+            r.all()
+        );
+        assert!(!r.all().contains("hunter2-pw"), "{args:?}: {}", r.all());
+    }
+}

@@ -117,3 +117,19 @@ fn a_byte_order_mark_is_accepted() {
         + 1;
     assert_eq!(errors[0].line, Some(line), "{errors:?}");
 }
+
+/// Issue 18: an ApiServer `url` with `user:password@` was accepted by `validate` and printed
+/// whole by `once`. It is an error that names the key and never shows the password.
+#[test]
+fn a_url_with_a_password_is_an_error_that_does_not_show_it() {
+    let text = seed().replacen("url: https://", "url: https://admin:hunter2-pw@", 1);
+    assert!(text.contains("hunter2-pw"), "the seed's url changed");
+    let found = errors(&text);
+    let e = found.iter().find(|e| e.key == "url").unwrap();
+    assert!(e.message.contains("carries credentials"), "{e:?}");
+    assert!(e.message.contains("https://***@"), "{e:?}");
+    assert!(!format!("{found:?}").contains("hunter2-pw"));
+    // A malformed one is quoted without its credentials too.
+    let text = seed().replacen("url: https://", "url: ftp://admin:hunter2-pw@", 1);
+    assert!(!format!("{:?}", errors(&text)).contains("hunter2-pw"));
+}

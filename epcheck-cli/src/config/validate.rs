@@ -271,6 +271,8 @@ pub(super) fn read_url(r: &mut Reader, value: Option<&Value>) -> Option<String> 
     if text.is_empty() {
         return None;
     }
+    // Every message quotes the URL without credentials or query (SPEC §13).
+    let shown = k8s_endpoints::client::redact_url(&text);
     let rest = if let Some(rest) = text.strip_prefix("https://") {
         rest
     } else if let Some(rest) = text.strip_prefix("http://") {
@@ -283,17 +285,28 @@ pub(super) fn read_url(r: &mut Reader, value: Option<&Value>) -> Option<String> 
         r.error(
             "url",
             format!(
-                "{text:?} is not an ApiServer URL; expected https://host:port (empty = in-cluster)"
+                "{shown:?} is not an ApiServer URL; expected https://host:port (empty = in-cluster)"
             ),
         );
         return None;
     };
     let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        r.error(
+            "url",
+            format!(
+                "{shown:?} carries credentials (user:password@): epcheck authenticates to the \
+                 ApiServer with the token file only, and a password in the config would be \
+                 copied wherever the config goes; remove them and set token_file"
+            ),
+        );
+        return None;
+    }
     if authority.is_empty() || rest.trim_end_matches('/') != authority {
         r.error(
             "url",
             format!(
-                "{text:?} must be a base URL with a host and no path, e.g. https://10.0.0.1:6443"
+                "{shown:?} must be a base URL with a host and no path, e.g. https://10.0.0.1:6443"
             ),
         );
         return None;
