@@ -31,7 +31,7 @@ pub use diagnostic::{ConfigError, Diagnostic, Severity};
 pub use limits::{MAX_BYTES, MAX_DEPTH};
 pub use lines::LineIndex;
 pub use locate::{default_candidates, locate};
-pub use validate::check;
+pub use validate::{check, webhook_url_var};
 
 /// The environment, read through a seam so tests never call `std::env::set_var`.
 pub trait Environment: Send + Sync {

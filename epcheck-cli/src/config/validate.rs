@@ -490,6 +490,11 @@ pub(super) fn read_metrics(r: &mut Reader, value: Option<&Value>) -> MetricsConf
     MetricsConfig { listen }
 }
 
+/// The variable that may hold webhook `i`'s URL (from a Secret, when it carries a credential).
+pub fn webhook_url_var(i: usize) -> String {
+    format!("EPCHECK_WEBHOOK_{i}_URL")
+}
+
 pub(super) fn read_notify(
     r: &mut Reader,
     value: Option<&Value>,
@@ -506,9 +511,16 @@ pub(super) fn read_notify(
         for (i, item) in items.iter().enumerate() {
             let p = format!("notify.webhooks[{i}]");
             let m = r.mapping(item, &p, WEBHOOK_KEYS);
-            let url = r
+            // A URL that carries a credential (user info, `?access_token=`) can come from the
+            // environment instead, i.e. from a Secret (`epcheck manifests` does that).
+            let from_file = r
                 .text(get(m, "url"), &join(&p, "url"))
                 .filter(|s| !s.is_empty());
+            let url = env
+                .var(&webhook_url_var(i))
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .or(from_file);
             let format =
                 match r.choice(get(m, "format"), &join(&p, "format"), &["json", "dingtalk"]) {
                     Some("dingtalk") => WebhookFormat::DingTalk,
@@ -529,8 +541,20 @@ pub(super) fn read_notify(
                         format,
                         secret,
                     }),
-                Some(url) => r.error(&join(&p, "url"), format!("{url:?} is not an http(s) URL")),
-                None => r.error(&join(&p, "url"), "missing; where to POST the event"),
+                Some(url) => r.error(
+                    &join(&p, "url"),
+                    format!(
+                        "{:?} is not an http(s) URL",
+                        k8s_endpoints::client::redact_url(&url)
+                    ),
+                ),
+                None => r.error(
+                    &join(&p, "url"),
+                    format!(
+                        "missing; where to POST the event (the key, or {})",
+                        webhook_url_var(i)
+                    ),
+                ),
             }
         }
     }
