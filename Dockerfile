@@ -28,6 +28,6 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /epcheck /epcheck
 USER 65532:65532
 # /metrics, /healthz, /readyz (metrics.listen)
-EXPOSE 9090
+EXPOSE 9087
 ENTRYPOINT ["/epcheck"]
 CMD ["run", "-f", "/etc/epcheck/config.yaml"]

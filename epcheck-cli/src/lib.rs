@@ -25,6 +25,7 @@ pub mod daemon;
 pub mod http;
 pub mod khcheck;
 pub mod leader;
+pub mod logging;
 pub mod manifests;
 pub mod metrics;
 pub mod notify;

@@ -86,7 +86,9 @@ fn init_logging(global: &GlobalArgs) {
         (_, 1) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("EPCHECK_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let env = std::env::var("EPCHECK_LOG").ok();
+    let filter =
+        EnvFilter::builder().parse_lossy(epcheck::logging::directives(level, env.as_deref()));
     // Colours only on a terminal: logs piped to a file or a collector stay plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

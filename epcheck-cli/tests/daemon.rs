@@ -89,11 +89,16 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and waits for the exit code.
-    pub(crate) async fn terminate(mut self) -> (Option<i32>, Duration, String) {
+    pub(crate) async fn terminate(self) -> (Option<i32>, Duration, String) {
+        self.signal("-TERM").await
+    }
+
+    /// Sends `signal` (`kill`'s spelling: `-TERM`, `-HUP`) and waits for the exit code.
+    pub(crate) async fn signal(mut self, signal: &str) -> (Option<i32>, Duration, String) {
         let pid = self.child.id().unwrap().to_string();
         let started = Instant::now();
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([signal, &pid])
             .status()
             .unwrap();
         assert!(status.success());
@@ -254,6 +259,103 @@ async fn steady_state_makes_no_writes() {
     let (code, took, log) = d.terminate().await;
     assert_eq!(code, Some(0), "{log}");
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+}
+
+/// Issue 18: SIGHUP exited 129 at once, skipping the shutdown path (no Lease release, no final
+/// flush). It now takes the SIGTERM path: exit 0, and the Lease is released for the next leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_shuts_down_cleanly_and_releases_the_lease() {
+    let s = setup(
+        2,
+        "leader_election:\n  enabled: true\n  namespace: default\n  name: epcheck\n",
+    )
+    .await;
+    let all: Vec<String> = s.targets.iter().map(ip_of).collect();
+    let d = Daemon::start(&s.e, &s.config);
+    assert!(
+        until_ready(&s.api, &all, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    let holder = |api: &ApiServer| {
+        api.get_object(Resource::Leases, "default", "epcheck")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    assert!(!holder(&s.api).is_empty(), "no leader: {}", d.log());
+    let (code, took, log) = d.signal("-HUP").await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(took < Duration::from_secs(3), "SIGHUP took {took:?}");
+    assert!(log.contains("SIGHUP received"), "{log}");
+    assert_eq!(holder(&s.api), "", "the Lease was not released: {log}");
+}
+
+/// Issue 18: stopping the daemon left the children of running exec checks behind. SIGTERM now
+/// kills each running check's whole process group.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_kills_what_running_exec_checks_started() {
+    let s = setup(2, "").await;
+    let pids = s.e.path("pids");
+    let check = s.e.write(
+        "check.sh",
+        &format!(
+            "#!/bin/sh\nsleep 30 &\necho $! >> '{}'\nwait\n",
+            pids.display()
+        ),
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&check, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let config = std::fs::read_to_string(&s.config).unwrap().replacen(
+        "probe:\n",
+        &format!(
+            "probe:\n  kind: exec\n  exec: {{command: [\"{}\"], timeout: 20000}}\n",
+            check.display()
+        ),
+        1,
+    );
+    std::fs::write(&s.config, config).unwrap();
+    let d = Daemon::start(&s.e, &s.config);
+    // Both targets' checks are running (each started a `sleep`).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let started = loop {
+        let text = std::fs::read_to_string(&pids).unwrap_or_default();
+        let found: Vec<i32> = text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if found.len() >= 2 {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the checks never ran: {}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for pid in started {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "a check's child {pid} survived the shutdown"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// At start-up every service is due at once. With each request slowed down, the reconciles of

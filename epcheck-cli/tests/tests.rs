@@ -12,6 +12,7 @@ mod manifests;
 mod once;
 mod plan;
 mod probe;
+mod secrets;
 mod slices;
 mod ux;
 mod validate;

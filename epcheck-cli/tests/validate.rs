@@ -208,13 +208,14 @@ fn ca_file_must_hold_a_certificate() {
     );
     let path = e.write("c.yaml", &text);
     let r = e.run(&["validate", "-f", path.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.code, 2, "{}", r.all());
     let line = r
         .stdout
         .lines()
         .find(|l| l.contains("ca_file"))
         .unwrap_or_default();
     assert!(line.contains("no PEM certificate"), "{}", r.stdout);
+    assert!(line.contains("error"), "{}", r.stdout);
     // A real CA (the stand-in ApiServer's, made at test time) passes.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let api = rt
@@ -223,4 +224,54 @@ fn ca_file_must_hold_a_certificate() {
     api.write_ca_pem(e.path("ca.crt")).unwrap();
     let r = e.run(&["validate", "-f", path.to_str().unwrap()]);
     assert!(!r.stdout.contains("ca_file"), "{}", r.stdout);
+    assert_eq!(r.code, 0, "{}", r.all());
+}
+
+/// Issue 18: `validate` exited 0 when a token or CA file the config names was missing. A file
+/// named explicitly must exist (exit 2 without `--strict`); a token missing from a default
+/// location is a warning, and `--strict` fails on it (SPEC §13).
+#[test]
+fn a_missing_token_or_ca_file_fails_as_the_readme_says() {
+    let e = Epcheck::new();
+    let run = |text: &str, strict: bool| {
+        let path = e.write("c.yaml", text);
+        let p = path.to_str().unwrap();
+        if strict {
+            e.run(&["validate", "--strict", "-f", p])
+        } else {
+            e.run(&["validate", "-f", p])
+        }
+    };
+    // The seed config says `token_file: default`: ./token or ./conf/token, neither here.
+    let r = run(seed(), false);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("warning: token_file"), "{}", r.stdout);
+    assert!(r.stdout.contains("--strict"), "{}", r.stdout);
+    let r = run(seed(), true);
+    assert_eq!(r.code, 2, "{}", r.all());
+    // A token file named by path: missing is an error, strict or not.
+    let named = seed().replacen("token_file: default", "token_file: secrets/token", 1);
+    for strict in [false, true] {
+        let r = run(&named, strict);
+        assert_eq!(r.code, 2, "strict {strict}: {}", r.all());
+        assert!(r.stdout.contains("error: token_file"), "{}", r.stdout);
+        assert!(r.stdout.contains("secrets/token"), "{}", r.stdout);
+        assert!(r.stdout.contains("invalid (1 error)"), "{}", r.stdout);
+    }
+    e.write("secrets/token", "abc.def\n");
+    let r = run(&named, false);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!r.stdout.contains("token_file"), "{}", r.stdout);
+    // A CA file named by path: missing is an error, strict or not.
+    let with_ca = named.replacen(
+        "token_file: secrets/token",
+        "token_file: secrets/token\nca_file: secrets/ca.crt",
+        1,
+    );
+    for strict in [false, true] {
+        let r = run(&with_ca, strict);
+        assert_eq!(r.code, 2, "strict {strict}: {}", r.all());
+        assert!(r.stdout.contains("error: ca_file"), "{}", r.stdout);
+        assert!(r.stdout.contains("secrets/ca.crt"), "{}", r.stdout);
+    }
 }

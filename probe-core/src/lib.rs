@@ -74,8 +74,10 @@
 //! - **HTTP checks** use one connection per probe (no pool), read only the response head and close
 //!   with a reset like TCP probes. With TLS, certificates are not verified, as in Kubernetes' own
 //!   HTTPS probes (see [`HttpCheck`] for why).
-//! - **Exec checks** run without a shell, in their own process group, which is killed as a whole
-//!   when their own timeout ([`ExecCheck::timeout`]) ends.
+//! - **Exec checks** run without a shell, with a clean environment, in their own process group,
+//!   which is killed as a whole when their own timeout ([`ExecCheck::timeout`]) ends, when the
+//!   check exits leaving something running, and when the probe is dropped ([`child`], which
+//!   epcheck's notify scripts use too).
 //! - **Failure kinds**: the four of SPEC §5.1 (refused, timeout, unreachable, other) plus
 //!   [`FailureKind::UnexpectedReply`] (connected, wrong answer) and [`FailureKind::ExitStatus`]
 //!   (the script said no), so that a dashboard tells "the backend answered wrongly" and "the
@@ -84,6 +86,7 @@
 //!   on bytes.
 
 mod check;
+pub mod child;
 mod error;
 mod exec;
 mod health;

@@ -173,3 +173,90 @@ async fn timeout_kills_the_whole_process_group() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Reads the pid a script wrote to `pidfile`, waiting for it to appear.
+async fn pid_from(pidfile: &std::path::Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(pidfile)
+            && let Ok(pid) = text.trim().parse()
+        {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never written",
+            pidfile.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn assert_dies(pid: i32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !is_dead(pid) {
+        assert!(Instant::now() < deadline, "{what} ({pid}) is still running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 18: a check that backgrounds a child and exits left the child running, one orphan per
+/// check run. What the check left in its process group is killed once it exits.
+#[tokio::test]
+async fn what_a_check_leaves_running_is_killed_when_it_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    let script = format!("sleep 30 & echo $! > '{}'; exit 0", pidfile.display());
+    let outcome = prober().probe(&target(), &sh(&script, LONG)).await;
+    assert!(outcome.up, "{outcome:?}");
+    assert_dies(pid_from(&pidfile).await, "the check's background child").await;
+}
+
+/// Issue 18: stopping the daemon left a running check's children behind. A probe that is
+/// dropped (the daemon shutting down) kills the check's whole process group.
+#[tokio::test]
+async fn a_dropped_probe_kills_the_whole_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    let script = format!("sleep 30 & echo $! > '{}'; wait", pidfile.display());
+    let check = sh(&script, LONG);
+    let probe = tokio::spawn(async move { prober().probe(&target(), &check).await });
+    let pid = pid_from(&pidfile).await;
+    probe.abort();
+    let _ = probe.await;
+    assert_dies(pid, "the check's background child").await;
+}
+
+/// Issue 18 (and SPEC §13): a check got the daemon's whole environment, secrets included. It
+/// gets a minimal PATH and its EPCHECK_* variables, nothing else.
+#[tokio::test]
+async fn the_environment_is_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("env");
+    let script = format!("env > '{}'", out.display());
+    let outcome = prober().probe(&target(), &sh(&script, LONG)).await;
+    assert!(outcome.up, "{outcome:?}");
+    let env = std::fs::read_to_string(out).unwrap();
+    let mut names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        // Set by the shell itself.
+        .filter(|k| !matches!(*k, "PWD" | "OLDPWD" | "SHLVL" | "_"))
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "EPCHECK_IP",
+            "EPCHECK_PORT",
+            "EPCHECK_SERVICE",
+            "EPCHECK_TARGET",
+            "PATH"
+        ],
+        "{env}"
+    );
+    assert!(
+        env.contains(&format!("PATH={}\n", probe_core::child::PATH)),
+        "{env}"
+    );
+}

@@ -1,4 +1,4 @@
-//! `epcheck run`: the daemon until SIGTERM/SIGINT, with the metrics and health server.
+//! `epcheck run`: the daemon until SIGTERM, SIGINT or SIGHUP, with the metrics and health server.
 
 use std::future::Future;
 use std::path::Path;
@@ -78,7 +78,18 @@ pub async fn run(
                 )
             })?;
             let bound = listener.local_addr().unwrap_or(addr);
-            tracing::info!(addr = %bound, "metrics and health server listening");
+            if bound.ip().is_unspecified() {
+                // The default: the kubelet's probes come to the pod IP. Say so, for those who run
+                // epcheck on a host where that port should not be reachable from outside.
+                tracing::info!(
+                    addr = %bound,
+                    "metrics and health server listening on every interface; set \
+                     metrics.listen to 127.0.0.1:{} to keep it local",
+                    bound.port()
+                );
+            } else {
+                tracing::info!(addr = %bound, "metrics and health server listening");
+            }
             let state = HttpState::new(
                 Arc::new(registry),
                 telemetry.readiness.clone(),
@@ -112,26 +123,52 @@ pub async fn run(
     Ok(0)
 }
 
-/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
+/// Resolves on the first SIGTERM, SIGINT (Ctrl-C) or SIGHUP.
+///
+/// The handlers are installed when this is called (inside the runtime), not when the future is
+/// first polled, so a signal that arrives while the daemon is still starting is not lost to
+/// the default action (which ends the process without its shutdown path).
+///
+/// SIGHUP takes the SIGTERM path (a clean shutdown, exit 0), it does not reload the config: a
+/// reload would have to swap the targets, the ApiServer client, the store and the election
+/// under a running daemon, whereas a restart by the supervisor (Kubernetes, systemd) does the
+/// same with the code path that is tested on every start. Without this handler SIGHUP's default
+/// action ended the process at once, without releasing the Lease.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        let streams = signal(SignalKind::terminate()).and_then(|term| {
+            let hup = signal(SignalKind::hangup())?;
+            let int = signal(SignalKind::interrupt())?;
+            Ok((term, hup, int))
+        });
+        async move {
+            match streams {
+                Ok((mut term, mut hup, mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+                        _ = hup.recv() => tracing::info!(
+                            "SIGHUP received; shutting down as on SIGTERM (the config is not \
+                             reloaded: restart epcheck to apply a new one)"
+                        ),
+                        _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+                    }
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops epcheck");
-                let _ = tokio::signal::ctrl_c().await;
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot listen for SIGTERM or SIGHUP; only Ctrl-C stops epcheck cleanly"
+                    );
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -30,8 +30,11 @@ pub fn run(
         Ok(Loaded { config, warnings }) => {
             let counts = (config.services.len(), config.target_count());
             let mut warnings = warnings;
-            warnings.extend(check_files(&config, cwd));
-            (Vec::new(), warnings, counts)
+            let (errors, more): (Vec<_>, Vec<_>) = check_files(&config, cwd)
+                .into_iter()
+                .partition(|d| d.severity == Severity::Error);
+            warnings.extend(more);
+            (errors, warnings, counts)
         }
         Err(ConfigError::Invalid {
             errors, warnings, ..
@@ -82,29 +85,50 @@ pub fn run(
     Ok(if valid { 0 } else { 2 })
 }
 
-/// Checks that the token file (and the CA file, when one is set) can be read. These are
-/// warnings, not errors: `validate` is often run off-cluster, before the files exist.
+/// Checks that the token file and the CA file can be read (and that the CA file holds a
+/// certificate).
+///
+/// A file the config names explicitly (`token_file: /path`, `ca_file: /path`) that cannot be
+/// used is an **error**: it is a typo or a missing mount, and the daemon would fail. A token at
+/// a default location (`token_file` empty: the service-account token; `token_file: default`:
+/// `./token` or `./conf/token`) that is missing is a **warning**, because `validate` is often
+/// run off-cluster before those files exist; `--strict` fails on it like on any warning.
 fn check_files(config: &crate::config::Config, cwd: &Path) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let location = TokenLocation::from_setting(&config.token_file);
     if let Err(e) = read_token(&location, cwd) {
+        let (severity, hint) = match location {
+            TokenLocation::Path(_) => (
+                Severity::Error,
+                "the daemon needs it to talk to the ApiServer: fix the path or create the file",
+            ),
+            _ => (
+                Severity::Warning,
+                "needed to talk to the ApiServer; a default location, so only a warning here \
+                 (`validate --strict` fails)",
+            ),
+        };
         out.push(Diagnostic {
-            severity: Severity::Warning,
+            severity,
             key: "token_file".into(),
             line: None,
-            message: format!("{e} (needed to talk to the ApiServer)"),
+            message: format!("{e} ({hint})"),
         });
     }
     if let Some(ca) = &config.ca_file {
         let problem = match std::fs::read(ca) {
-            Err(e) => Some(format!("cannot read {}: {e}", ca.display())),
+            Err(e) => Some(format!(
+                "cannot read {}: {e} (fix the path, or remove ca_file to use the \
+                 service-account CA)",
+                ca.display()
+            )),
             Ok(bytes) => k8s_endpoints::client::parse_ca_pem(ca, &bytes)
                 .err()
                 .map(|e| e.to_string()),
         };
         if let Some(message) = problem {
             out.push(Diagnostic {
-                severity: Severity::Warning,
+                severity: Severity::Error,
                 key: "ca_file".into(),
                 line: None,
                 message,

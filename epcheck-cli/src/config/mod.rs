@@ -6,6 +6,7 @@
 //! in epcheck sees an `Option` that validation could have settled.
 
 mod diagnostic;
+mod limits;
 mod lines;
 mod locate;
 mod probe;
@@ -13,6 +14,8 @@ mod probe;
 mod proptests;
 mod reader;
 mod services;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::collections::HashMap;
@@ -25,9 +28,10 @@ use probe_core::Check;
 use secrecy::SecretString;
 
 pub use diagnostic::{ConfigError, Diagnostic, Severity};
+pub use limits::{MAX_BYTES, MAX_DEPTH};
 pub use lines::LineIndex;
 pub use locate::{default_candidates, locate};
-pub use validate::check;
+pub use validate::{check, webhook_url_var};
 
 /// The environment, read through a seam so tests never call `std::env::set_var`.
 pub trait Environment: Send + Sync {
@@ -217,11 +221,19 @@ pub enum Mode {
     EndpointSlice,
 }
 
+/// The port of the metrics and health server when `metrics.listen` does not say: 9087.
+///
+/// Not 9090 (the Prometheus server's own port), nor 9091-9095 (Pushgateway, Alertmanager,
+/// Kafka, Grafana Loki/Mimir/Tempo gRPC), nor 9100-9999, which Prometheus' list of default
+/// exporter ports has filled, so any port there is some exporter's default. The README's
+/// "Metrics port" section says which ports were checked.
+pub const DEFAULT_METRICS_PORT: u16 = 9087;
+
 /// `metrics`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsConfig {
-    /// Listen address of the metrics and health server (default `0.0.0.0:9090`); `None` =
-    /// disabled (`listen: off`).
+    /// Listen address of the metrics and health server (default `0.0.0.0:9087`, every
+    /// interface: the kubelet's probes come to the pod IP); `None` = disabled (`listen: off`).
     pub listen: Option<SocketAddr>,
 }
 
@@ -293,9 +305,19 @@ pub struct Loaded {
 
 /// Reads and checks the config at `path`.
 pub fn load(path: &Path, env: &dyn Environment) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+    let read_error = |error| ConfigError::Read {
         path: path.to_path_buf(),
         error,
-    })?;
+    };
+    // Refuse a huge file before reading it (a wrong path to a log or a disk image).
+    let len = std::fs::metadata(path).map_err(read_error)?.len();
+    if len > limits::MAX_BYTES as u64 {
+        return Err(ConfigError::Invalid {
+            file: path.to_path_buf(),
+            errors: vec![limits::too_big(len)],
+            warnings: vec![],
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(read_error)?;
     check(&text, path, env)
 }

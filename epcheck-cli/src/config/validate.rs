@@ -9,6 +9,7 @@ use k8s_endpoints::{ContentType, NotReadyPolicy, PathTemplate, validate_name, va
 use secrecy::SecretString;
 use serde_yaml::{Mapping, Value};
 
+use super::limits;
 use super::probe::{read_probe_defaults, service_probe};
 use super::reader::{Reader, get, join};
 use super::services::{read_services, read_template};
@@ -83,6 +84,10 @@ pub fn check(text: &str, path: &Path, env: &dyn Environment) -> Result<Loaded, C
         errors,
         warnings,
     };
+    let text = limits::strip_byte_order_mark(text);
+    if let Err(e) = limits::check_limits(text) {
+        return Err(invalid(vec![e], vec![]));
+    }
     if text.trim().is_empty() {
         return Err(invalid(
             vec![error_at(
@@ -269,6 +274,8 @@ pub(super) fn read_url(r: &mut Reader, value: Option<&Value>) -> Option<String> 
     if text.is_empty() {
         return None;
     }
+    // Every message quotes the URL without credentials or query (SPEC §13).
+    let shown = k8s_endpoints::client::redact_url(&text);
     let rest = if let Some(rest) = text.strip_prefix("https://") {
         rest
     } else if let Some(rest) = text.strip_prefix("http://") {
@@ -281,17 +288,28 @@ pub(super) fn read_url(r: &mut Reader, value: Option<&Value>) -> Option<String> 
         r.error(
             "url",
             format!(
-                "{text:?} is not an ApiServer URL; expected https://host:port (empty = in-cluster)"
+                "{shown:?} is not an ApiServer URL; expected https://host:port (empty = in-cluster)"
             ),
         );
         return None;
     };
     let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        r.error(
+            "url",
+            format!(
+                "{shown:?} carries credentials (user:password@): epcheck authenticates to the \
+                 ApiServer with the token file only, and a password in the config would be \
+                 copied wherever the config goes; remove them and set token_file"
+            ),
+        );
+        return None;
+    }
     if authority.is_empty() || rest.trim_end_matches('/') != authority {
         r.error(
             "url",
             format!(
-                "{text:?} must be a base URL with a host and no path, e.g. https://10.0.0.1:6443"
+                "{shown:?} must be a base URL with a host and no path, e.g. https://10.0.0.1:6443"
             ),
         );
         return None;
@@ -453,20 +471,31 @@ pub(super) fn read_failsafe(r: &mut Reader, value: Option<&Value>) -> Failsafe {
 pub(super) fn read_metrics(r: &mut Reader, value: Option<&Value>) -> MetricsConfig {
     let map = value.and_then(|v| r.mapping(v, "metrics", METRICS_KEYS));
     let listen = match r.text(get(map, "listen"), "metrics.listen") {
-        None => Some(SocketAddr::from(([0, 0, 0, 0], 9090))),
+        None => Some(SocketAddr::from((
+            [0, 0, 0, 0],
+            super::DEFAULT_METRICS_PORT,
+        ))),
         Some(s) if s.is_empty() || s == "off" => None,
         Some(s) => match s.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
                 r.error(
                     "metrics.listen",
-                    format!("{s:?} is not ip:port (e.g. 0.0.0.0:9090), or off"),
+                    format!(
+                        "{s:?} is not ip:port (e.g. 0.0.0.0:{}), or off",
+                        super::DEFAULT_METRICS_PORT
+                    ),
                 );
                 None
             }
         },
     };
     MetricsConfig { listen }
+}
+
+/// The variable that may hold webhook `i`'s URL (from a Secret, when it carries a credential).
+pub fn webhook_url_var(i: usize) -> String {
+    format!("EPCHECK_WEBHOOK_{i}_URL")
 }
 
 pub(super) fn read_notify(
@@ -485,9 +514,16 @@ pub(super) fn read_notify(
         for (i, item) in items.iter().enumerate() {
             let p = format!("notify.webhooks[{i}]");
             let m = r.mapping(item, &p, WEBHOOK_KEYS);
-            let url = r
+            // A URL that carries a credential (user info, `?access_token=`) can come from the
+            // environment instead, i.e. from a Secret (`epcheck manifests` does that).
+            let from_file = r
                 .text(get(m, "url"), &join(&p, "url"))
                 .filter(|s| !s.is_empty());
+            let url = env
+                .var(&webhook_url_var(i))
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .or(from_file);
             let format =
                 match r.choice(get(m, "format"), &join(&p, "format"), &["json", "dingtalk"]) {
                     Some("dingtalk") => WebhookFormat::DingTalk,
@@ -508,8 +544,20 @@ pub(super) fn read_notify(
                         format,
                         secret,
                     }),
-                Some(url) => r.error(&join(&p, "url"), format!("{url:?} is not an http(s) URL")),
-                None => r.error(&join(&p, "url"), "missing; where to POST the event"),
+                Some(url) => r.error(
+                    &join(&p, "url"),
+                    format!(
+                        "{:?} is not an http(s) URL",
+                        k8s_endpoints::client::redact_url(&url)
+                    ),
+                ),
+                None => r.error(
+                    &join(&p, "url"),
+                    format!(
+                        "missing; where to POST the event (the key, or {})",
+                        webhook_url_var(i)
+                    ),
+                ),
             }
         }
     }

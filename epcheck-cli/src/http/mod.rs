@@ -9,10 +9,13 @@
 //! | `GET /status` | the daemon's [`StatusSnapshot`] as JSON (schema in [`status`]) |
 //!
 //! `HEAD` is answered like `GET` without a body; another method on a known path is
-//! `405 Method Not Allowed`; an unknown path is `404`. Request bodies are never read. Each
-//! connection must send its request head within 10 s and lives at most 5 minutes; at most 64
-//! connections are served at once (more are closed at once), so a misbehaving client cannot
-//! take the file descriptors that probes need.
+//! `405 Method Not Allowed`; an unknown path is `404`. Request bodies are never read.
+//!
+//! [`Limits`] keep a misbehaving client from taking the file descriptors that probes need, or
+//! from starving the health checks: each connection must send its request head within 5 s (an
+//! idle keep-alive connection is closed after the same time) and lives at most 5 minutes; at
+//! most 64 connections are open at once, and when one more arrives the *oldest* is closed to
+//! make room (see [`serve_with`] for why the oldest).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -28,7 +31,7 @@
 //! readiness.set_config_loaded();
 //! let (status_tx, status_rx) = tokio::sync::watch::channel(StatusSnapshot::default());
 //!
-//! let listener = tokio::net::TcpListener::bind("0.0.0.0:9090").await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9087").await?;
 //! let state = HttpState::new(Arc::new(registry), readiness.clone(), Arc::new(status_rx));
 //! let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
 //! tokio::spawn(serve(listener, state, shutdown));
@@ -42,9 +45,11 @@ pub mod exposition;
 mod readiness;
 pub mod status;
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,19 +62,45 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
 
 pub use exposition::Format;
 pub use readiness::Readiness;
 pub use status::{ServiceStatus, StatusSnapshot, StatusSource, TargetStatus};
 
-/// Connections served at once; more are closed as soon as they are accepted.
+/// Connections open at once; one more closes the oldest.
 pub const MAX_CONNECTIONS: usize = 64;
-/// Time a client has to send a request head.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a request head, counted from the connection's start or the end
+/// of its previous response. Kubelet and Prometheus send theirs at once.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest life of one (keep-alive) connection before it is closed gracefully.
 pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+
+/// How often at most the server warns that it is closing connections to stay under its cap.
+const CAP_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// The server's limits; [`Limits::default`] is the constants above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once ([`MAX_CONNECTIONS`]); at least 1.
+    pub max_connections: usize,
+    /// Time a client has to send a request head ([`HEADER_READ_TIMEOUT`]).
+    pub header_read_timeout: Duration,
+    /// Longest life of one connection ([`MAX_CONNECTION_AGE`]).
+    pub max_connection_age: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connection_age: MAX_CONNECTION_AGE,
+        }
+    }
+}
 /// How long shutdown (or a connection past its age) waits for a response in progress.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
@@ -110,31 +141,82 @@ impl fmt::Debug for HttpState {
     }
 }
 
+/// Serves `listener` with the default [`Limits`] until `shutdown` resolves (see [`serve_with`]).
+pub async fn serve(listener: TcpListener, state: HttpState, shutdown: impl Future<Output = ()>) {
+    serve_with(listener, state, Limits::default(), shutdown).await;
+}
+
+/// One open connection, in the accept-order queue.
+struct Open {
+    task: AbortHandle,
+    peer: SocketAddr,
+    since: Instant,
+}
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting, lets responses in progress
 /// finish for up to [`SHUTDOWN_GRACE`] and returns. Accept errors (such as running out of file
 /// descriptors) are logged and retried after a short pause; they never end the server.
-pub async fn serve(listener: TcpListener, state: HttpState, shutdown: impl Future<Output = ()>) {
+///
+/// At the connection cap, a new connection closes the **oldest** open one instead of being
+/// refused. Refusing new ones is what let a client that opens connections and sends nothing
+/// starve `/healthz` (and get the pod restarted by its liveness probe). Kubelet and Prometheus
+/// send their request as soon as they connect and are answered within milliseconds, so they are
+/// always among the youngest; the oldest is a connection that has sent nothing yet (it dies at
+/// the header deadline anyway), an idle keep-alive connection (its client reconnects), or a
+/// client reading its answer very slowly. Reserving room would not work: which path a client
+/// wants is only known after its request has been read.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: HttpState,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
     let state = Arc::new(state);
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let max = limits.max_connections.max(1);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let mut open: VecDeque<Open> = VecDeque::with_capacity(max);
+    let mut last_warning: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match limit.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        connections.spawn(connection(stream, state.clone(), stop_rx.clone(), permit));
+                Ok((stream, peer)) => {
+                    while open.len() >= max {
+                        let Some(oldest) = open.pop_front() else { break };
+                        oldest.task.abort();
+                        tracing::debug!(
+                            peer = %oldest.peer,
+                            open_for = ?oldest.since.elapsed(),
+                            "metrics server at its connection cap; oldest connection closed"
+                        );
+                        if last_warning.is_none_or(|t| t.elapsed() >= CAP_WARNING_EVERY) {
+                            last_warning = Some(Instant::now());
+                            tracing::warn!(
+                                max,
+                                newest_peer = %peer,
+                                "metrics server at its connection cap: closing the oldest \
+                                 connections to keep /healthz answering (a client may be opening \
+                                 connections and sending nothing)"
+                            );
+                        }
                     }
-                    Err(_) => tracing::debug!(%peer, "metrics server busy; connection closed"),
-                },
+                    let task = connections.spawn(connection(stream, state.clone(), stop_rx.clone(), limits));
+                    open.push_back(Open { task, peer, since: Instant::now() });
+                }
                 Err(error) => {
                     tracing::warn!(%error, "metrics server: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(done) = connections.join_next_with_id(), if !connections.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                open.retain(|c| c.task.id() != id);
+            }
         }
     }
     // Close the listening socket first so that no new connection is queued while we drain.
@@ -149,19 +231,21 @@ async fn connection(
     stream: TcpStream,
     state: Arc<HttpState>,
     mut stop: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    limits: Limits,
 ) {
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
         std::future::ready(Ok::<_, Infallible>(handle(&state, &req)))
     });
     let mut builder = http1::Builder::new();
+    // hyper starts the header deadline when it starts waiting for a head: at once on a new
+    // connection (one that sends nothing is closed too) and after each response.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(16 * 1024);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let age = tokio::time::sleep(MAX_CONNECTION_AGE);
+    let age = tokio::time::sleep(limits.max_connection_age);
     tokio::pin!(age);
     tokio::select! {
         result = conn.as_mut() => {

@@ -1,5 +1,7 @@
 //! The real server on `127.0.0.1:0`, spoken to over raw TCP.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -440,4 +442,70 @@ fn promtool_check(scrape: &str) -> (bool, String) {
         ),
         Err(e) => (false, format!("promtool: {e}")),
     }
+}
+
+/// Connects to `addr` and sends nothing.
+async fn silent(addr: SocketAddr) -> TcpStream {
+    match TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => panic!("connect {addr}: {e}"),
+    }
+}
+
+/// Issue 18: clients that open connections and send nothing filled the cap, and `/healthz` got an
+/// empty reply (a liveness probe failure, so a restart). The oldest connection now makes room.
+#[tokio::test]
+async fn silent_connections_at_the_cap_do_not_starve_healthz() {
+    let server = start().await;
+    let mut silent_ones = Vec::new();
+    for _ in 0..MAX_CONNECTIONS + 8 {
+        silent_ones.push(silent(server.addr).await);
+    }
+    for _ in 0..3 {
+        let (status, _, body) = get(server.addr, "/healthz").await;
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+    }
+    // The oldest silent connections were closed to make room: they read end-of-file.
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(2), silent_ones[0].read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    server.stop().await;
+}
+
+/// A connection that sends no request head within the deadline is closed.
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_header_deadline() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = HttpState::new(
+        Arc::new(Registry::default()),
+        Readiness::new(),
+        Arc::new(snapshot),
+    );
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve_with(listener, state, limits, async {
+        let _ = rx.await;
+    }));
+    let started = std::time::Instant::now();
+    let mut idle = silent(addr).await;
+    // A slow client that sends a few bytes of a head and then stops is closed too.
+    let mut slow = silent(addr).await;
+    slow.write_all(b"GET /hea").await.unwrap();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    let read =
+        tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut Vec::new())).await;
+    assert!(read.is_ok(), "the slow client's connection stayed open");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed too early"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }

@@ -1,12 +1,14 @@
 //! The config as it goes into the ConfigMap: the operator's file, with what cannot work (or
 //! must not be stored) in a pod taken out.
 //!
-//! - Secrets (`redis.password`, `redis.password_file`, webhook `secret`/`secret_file`) are
-//!   removed; the pod reads them from a Secret through `EPCHECK_*` variables. A ConfigMap is
+//! - Secrets (`redis.password`, `redis.password_file`, webhook `secret`/`secret_file`, and a
+//!   webhook `url` that carries a credential: `user:password@` or a query such as
+//!   `?access_token=`) are removed; the pod reads them from a Secret through `EPCHECK_*`
+//!   variables (`EPCHECK_WEBHOOK_<n>_URL` for a URL). A ConfigMap is
 //!   readable by far more people than a Secret, and `manifests` output ends up in Git.
 //! - `token_file` and `ca_file` are removed: in the pod epcheck uses the ServiceAccount's token
 //!   and CA, which is what the generated RBAC is bound to.
-//! - `metrics.listen` is set to all interfaces (keeping the port; 9090 when it was `off`),
+//! - `metrics.listen` is set to all interfaces (keeping the port; 9087 when it was `off`),
 //!   since the kubelet's probes and Prometheus come in on the pod's IP.
 //!
 //! The file is edited line by line so its comments survive. The result is parsed again and
@@ -20,7 +22,13 @@ use secrecy::ExposeSecret;
 use serde_yaml::{Mapping, Value};
 
 use super::{DEFAULT_METRICS_PORT, SECRET};
-use crate::config::{Config, LineIndex};
+use crate::config::{Config, LineIndex, webhook_url_var};
+
+/// Whether a webhook URL carries a credential: user info (`user:password@`) or a query (a
+/// DingTalk robot's `?access_token=`, a Slack-style token). Such a URL goes to the Secret.
+pub(super) fn carries_credential(url: &str) -> bool {
+    k8s_endpoints::client::redact_url(url) != url
+}
 
 /// The adapted config text and what was changed, one sentence per change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +150,20 @@ fn removals(root: &Value, config: &Config) -> Vec<Removal> {
                 out.push(secret(path, &format!("EPCHECK_WEBHOOK_{i}_SECRET")));
             }
         }
+        let path = vec![
+            Seg::Key("notify"),
+            Seg::Key("webhooks"),
+            Seg::Index(i),
+            Seg::Key("url"),
+        ];
+        let credential = config
+            .notify
+            .webhooks
+            .get(i)
+            .is_some_and(|w| carries_credential(&w.url));
+        if credential && is_set(root, &path) {
+            out.push(secret(path, &webhook_url_var(i)));
+        }
     }
     if !config.token_file.is_empty() && is_set(root, &[Seg::Key("token_file")]) {
         out.push(Removal {
@@ -196,9 +218,16 @@ fn secret_values(config: &Config) -> Vec<String> {
         .iter()
         .filter_map(|w| w.secret.as_ref())
         .map(|s| s.expose_secret().to_string());
+    let urls = config
+        .notify
+        .webhooks
+        .iter()
+        .filter(|w| carries_credential(&w.url))
+        .map(|w| w.url.clone());
     redis
         .into_iter()
         .chain(hooks)
+        .chain(urls)
         .filter(|s| !s.is_empty())
         .collect()
 }

@@ -74,7 +74,7 @@ pub const CONFIG_DIR: &str = "/etc/epcheck";
 pub const CONFIG_PATH: &str = "/etc/epcheck/config.yaml";
 
 /// The metrics port used when the config does not set `metrics.listen`.
-pub const DEFAULT_METRICS_PORT: u16 = 9090;
+pub use crate::config::DEFAULT_METRICS_PORT;
 
 /// The value written instead of a real secret.
 pub const PLACEHOLDER: &str = "CHANGE-ME";

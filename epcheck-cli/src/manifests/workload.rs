@@ -20,7 +20,7 @@ pub(super) struct SecretRef {
 }
 
 /// The secrets the config uses (or could use): the Redis password when Redis is configured,
-/// each webhook's signing secret when it has one.
+/// each webhook's URL when it carries a credential and its signing secret when it has one.
 pub(super) fn secrets(config: &Config) -> Vec<SecretRef> {
     let mut refs = Vec::new();
     if let Some(redis) = &config.redis {
@@ -31,6 +31,13 @@ pub(super) fn secrets(config: &Config) -> Vec<SecretRef> {
         });
     }
     for (i, hook) in config.notify.webhooks.iter().enumerate() {
+        if super::config_text::carries_credential(&hook.url) {
+            refs.push(SecretRef {
+                key: format!("webhook-{i}-url"),
+                env: crate::config::webhook_url_var(i),
+                optional: false,
+            });
+        }
         if hook.secret.is_some() {
             refs.push(SecretRef {
                 key: format!("webhook-{i}-secret"),

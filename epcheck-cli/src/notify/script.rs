@@ -8,8 +8,9 @@
 //! | `$2` | `svc/node` | `svc` |
 //! | `$3` | `UP` or `DOWN` | `HEALTHY`, `DEGRADED` or `DOWN` |
 //!
-//! and these variables added to epcheck's own environment (the values spelled as in the JSON
-//! event, lower case):
+//! and a clean environment: `PATH` ([`probe_core::child::PATH`]) and these variables (the values
+//! spelled as in the JSON event, lower case), nothing of epcheck's own environment (which holds
+//! secrets such as `EPCHECK_REDIS_PASSWORD`):
 //!
 //! - `EPCHECK_KIND` (`target`/`service`), `EPCHECK_SERVICE`, `EPCHECK_FROM`, `EPCHECK_TO`,
 //!   `EPCHECK_TIME` (RFC 3339, UTC);
@@ -18,48 +19,20 @@
 //! - service events: `EPCHECK_READY`, `EPCHECK_TOTAL` (`EPCHECK_FROM` is empty for the first
 //!   state reported).
 //!
-//! Variables that do not apply to the event are removed, so an inherited `EPCHECK_TARGET` never
-//! reaches a service event. stdin is `/dev/null`, stdout is discarded, stderr is read (its first
-//! line goes into the failure message). The script runs in a process group of its own; when its
-//! timeout ends, or when the notifier is shut down while it runs, the whole group gets `SIGKILL`.
-//! A non-zero exit status is a failure; it is not retried (the script is expected to do its own
-//! retrying if it wants any).
+//! stdin is `/dev/null`, stdout is discarded, stderr is read (its first line goes into the
+//! failure message). The script runs through [`probe_core::child`], like exec checks: in a
+//! process group of its own, killed whole with `SIGKILL` when its timeout ends, when the
+//! notifier is shut down while it runs, and when the script exits leaving something running in
+//! its group (start what must outlive it with `setsid`). A non-zero exit status is a failure;
+//! it is not retried (the script is expected to do its own retrying if it wants any).
 
 use std::path::PathBuf;
-use std::pin::pin;
-use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use probe_core::child::{ChildCommand, ChildExit, describe, run};
 
 use super::event::{NotifyEvent, rfc3339};
 use super::webhook::snippet;
-
-/// Bytes of stderr kept.
-const CAPTURE_BYTES: usize = 4096;
-
-/// After the script exited, how long to keep reading what it wrote just before (a background
-/// child holding the pipe open must not hold the lane).
-const PIPE_GRACE: Duration = Duration::from_millis(50);
-
-/// After `SIGKILL`, how long to wait to reap the script.
-const REAP_GRACE: Duration = Duration::from_secs(1);
-
-/// Every variable the script may get; those not set for an event are removed.
-const VARS: [&str; 11] = [
-    "EPCHECK_KIND",
-    "EPCHECK_SERVICE",
-    "EPCHECK_TARGET",
-    "EPCHECK_IP",
-    "EPCHECK_PORT",
-    "EPCHECK_FROM",
-    "EPCHECK_TO",
-    "EPCHECK_ERROR",
-    "EPCHECK_TIME",
-    "EPCHECK_READY",
-    "EPCHECK_TOTAL",
-];
 
 /// The configured script.
 pub(crate) struct ScriptSink {
@@ -117,126 +90,35 @@ impl ScriptSink {
 
     /// Runs the script for `event`; `Err` says why it failed.
     pub(crate) async fn run(&self, event: &NotifyEvent) -> Result<(), String> {
-        let mut command = Command::new(&self.program);
-        command
-            .args(args(event))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for name in VARS {
-            command.env_remove(name);
-        }
-        command.envs(vars(event));
-        #[cfg(unix)]
-        command.process_group(0);
-
-        let mut child = command
-            .spawn()
+        let command = ChildCommand {
+            args: args(event).into_iter().map(Into::into).collect(),
+            env: vars(event)
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            capture_stdout: false,
+            ..ChildCommand::new(&self.program, self.timeout)
+        };
+        let output = run(&command)
+            .await
             .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
-        // Armed until the script is reaped: dropping this future (shutdown) kills the group.
-        let mut group = GroupGuard(child.id());
-        let mut stderr = child.stderr.take();
-        let mut err = Vec::new();
-
-        let mut exited: Option<std::io::Result<ExitStatus>> = None;
-        let _ = tokio::time::timeout(self.timeout, async {
-            let mut output = pin!(capture(stderr.as_mut(), &mut err));
-            let mut wait = pin!(child.wait());
-            tokio::select! {
-                status = &mut wait => {
-                    group.disarm();
-                    exited = Some(status);
-                    let _ = tokio::time::timeout(PIPE_GRACE, &mut output).await;
-                }
-                _ = &mut output => {
-                    let status = wait.await;
-                    group.disarm();
-                    exited = Some(status);
-                }
-            }
-        })
-        .await;
-
-        match exited {
-            Some(Ok(status)) => {
-                if status.success() {
-                    Ok(())
+        match output.exit {
+            ChildExit::Exited(status) if status.success() => Ok(()),
+            ChildExit::Exited(status) => {
+                let line = snippet(&output.stderr);
+                Err(if line.is_empty() {
+                    describe(status)
                 } else {
-                    let line = snippet(&err);
-                    Err(if line.is_empty() {
-                        describe(status)
-                    } else {
-                        format!("{}: {line}", describe(status))
-                    })
-                }
+                    format!("{}: {line}", describe(status))
+                })
             }
-            Some(Err(e)) => Err(format!("waiting for the script failed: {e}")),
-            None => {
-                group.kill();
-                let _ = child.start_kill();
-                let _ = tokio::time::timeout(REAP_GRACE, child.wait()).await;
-                Err(format!(
-                    "timed out after {} ms; killed its process group",
-                    self.timeout.as_millis()
-                ))
-            }
+            ChildExit::TimedOut => Err(format!(
+                "timed out after {} ms; killed its process group",
+                self.timeout.as_millis()
+            )),
+            ChildExit::WaitFailed(e) => Err(format!("waiting for the script failed: {e}")),
+            _ => Err("the script ended abnormally".to_owned()),
         }
-    }
-}
-
-/// Reads `from` to its end, keeping the first [`CAPTURE_BYTES`].
-async fn capture<R: AsyncRead + Unpin>(from: Option<&mut R>, into: &mut Vec<u8>) {
-    let Some(from) = from else { return };
-    let mut buf = [0u8; 1024];
-    loop {
-        match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                let room = CAPTURE_BYTES.saturating_sub(into.len());
-                into.extend_from_slice(buf.get(..n.min(room)).unwrap_or(&[]));
-            }
-        }
-    }
-}
-
-fn describe(status: ExitStatus) -> String {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(signal) = status.signal() {
-            return format!("killed by signal {signal}");
-        }
-    }
-    match status.code() {
-        Some(code) => format!("exit status {code}"),
-        None => status.to_string(),
-    }
-}
-
-/// Kills the script's process group when dropped while armed. Disarmed once the script has been
-/// reaped: from then on its group id may belong to someone else.
-struct GroupGuard(Option<u32>);
-
-impl GroupGuard {
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-
-    fn kill(&mut self) {
-        #[cfg(unix)]
-        if let Some(pgid) = self.0.and_then(|p| i32::try_from(p).ok()) {
-            use nix::sys::signal::{Signal, killpg};
-            use nix::unistd::Pid;
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-        }
-        self.0 = None;
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -383,6 +265,50 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         for pid in pids {
             assert!(!alive(pid), "process {pid} survived the group kill");
+        }
+    }
+
+    /// Issue 18: the script got the daemon's whole environment (EPCHECK_REDIS_PASSWORD, webhook
+    /// secrets, ...). It gets PATH and its EPCHECK_* variables only.
+    #[tokio::test]
+    async fn the_environment_is_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let s = script(dir.path(), "notify.sh", &format!("env > {out:?}"));
+        ScriptSink::new(s, Duration::from_secs(5))
+            .run(&target_event())
+            .await
+            .unwrap();
+        let env = std::fs::read_to_string(&out).unwrap();
+        let names: Vec<&str> = env
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .filter(|k| !matches!(*k, "PWD" | "OLDPWD" | "SHLVL" | "_"))
+            .filter(|k| *k != "PATH" && !k.starts_with("EPCHECK_"))
+            .collect();
+        assert!(names.is_empty(), "inherited: {names:?}\n{env}");
+        assert!(env.contains(&format!("PATH={}\n", probe_core::child::PATH)));
+    }
+
+    /// Issue 18: what a script leaves running in its group is killed when it exits.
+    #[tokio::test]
+    async fn what_a_script_leaves_running_is_killed_when_it_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let s = script(
+            dir.path(),
+            "bg.sh",
+            &format!("sleep 30 & echo $! > {pids:?}; exit 0"),
+        );
+        ScriptSink::new(s, Duration::from_secs(5))
+            .run(&target_event())
+            .await
+            .unwrap();
+        let pid = std::fs::read_to_string(&pids).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while alive(pid.trim()) {
+            assert!(Instant::now() < deadline, "the script's child survived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -220,7 +220,7 @@ pub(crate) struct BaseUrl {
 impl BaseUrl {
     pub(crate) fn parse(url: &str) -> Result<Self, Error> {
         let fail = |problem: &str| Error::ClientConfig {
-            problem: format!("ApiServer URL {url:?} {problem}"),
+            problem: format!("ApiServer URL {:?} {problem}", redact_url(url)),
         };
         let uri: Uri = url.trim().parse().map_err(|_| fail("is not a valid URL"))?;
         let https = match uri.scheme_str() {
@@ -254,6 +254,33 @@ impl BaseUrl {
     pub(crate) fn join(&self, path: &str) -> String {
         format!("{}{}", self.root, path)
     }
+}
+
+/// `url` made safe to print: user info (`user:password@`) becomes `***@` and a query becomes
+/// `?***`. Works on any text, valid URL or not, so an error about a malformed URL can quote it.
+///
+/// ```
+/// use k8s_endpoints::client::redact_url;
+/// assert_eq!(redact_url("https://admin:pw@10.0.0.1:6443"), "https://***@10.0.0.1:6443");
+/// assert_eq!(redact_url("https://h/hook?access_token=t"), "https://h/hook?***");
+/// assert_eq!(redact_url("https://10.0.0.1:6443"), "https://10.0.0.1:6443");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rfind('@') {
+        Some(at) => format!("***{}", &authority[at..]),
+        None => authority.to_owned(),
+    };
+    let tail = match tail.find('?') {
+        Some(q) => format!("{}?***", &tail[..q]),
+        None => tail.to_owned(),
+    };
+    format!("{scheme}{authority}{tail}")
 }
 
 #[cfg(test)]
@@ -327,6 +354,25 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(msg.contains("not a port number"), "{msg}");
+    }
+
+    /// Issue 18: the refusal of a URL with credentials quoted the whole URL, password included.
+    #[test]
+    fn a_refused_url_is_quoted_without_credentials_or_query() {
+        for url in [
+            "https://admin:hunter2-pw@10.0.0.1:6443",
+            "https://10.0.0.1:6443/?token=hunter2-pw",
+            "ftp://admin:hunter2-pw@h",
+        ] {
+            let msg = match BaseUrl::parse(url) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{url} accepted"),
+            };
+            assert!(!msg.contains("hunter2-pw"), "{msg}");
+            assert!(msg.contains("***"), "{msg}");
+        }
+        assert_eq!(redact_url("admin:pw@h:1/p"), "***@h:1/p");
+        assert_eq!(redact_url("https://[::1]:6443"), "https://[::1]:6443");
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub use auth::RefreshSchedule;
 pub use config::{
     ClientConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REFRESH_PERIOD,
     DEFAULT_REQUEST_TIMEOUT, INCLUSTER_CA_FILE, SERVICE_HOST_VAR, SERVICE_PORT_VAR, TokenSource,
-    default_ca_file, default_user_agent,
+    default_ca_file, default_user_agent, redact_url,
 };
 pub use error::{
     ApiError, ApiErrorKind, SNIPPET_CHARS, TransportKind, parse_retry_after, parse_status,

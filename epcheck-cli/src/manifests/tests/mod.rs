@@ -94,7 +94,7 @@ fn the_deployment_is_locked_down_and_probed() {
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["port"], "metrics");
-    assert_eq!(c["ports"][0]["containerPort"], 9090);
+    assert_eq!(c["ports"][0]["containerPort"], 9087);
     assert_eq!(
         c["args"],
         serde_json::json!(["run", "-f", "/etc/epcheck/config.yaml"])
@@ -108,7 +108,7 @@ fn the_deployment_is_locked_down_and_probed() {
     assert_eq!(c["env"][1]["name"], "POD_NAMESPACE");
     assert_eq!(spec["volumes"][0]["configMap"]["name"], CONFIG_MAP);
     let svc = one(&docs, "Service");
-    assert_eq!(svc["spec"]["ports"][0]["port"], 9090);
+    assert_eq!(svc["spec"]["ports"][0]["port"], 9087);
     assert_eq!(
         svc["spec"]["selector"],
         deploy["spec"]["selector"]["matchLabels"]
@@ -143,10 +143,10 @@ fn metrics_are_turned_on_for_the_probes() {
         .unwrap();
     assert_eq!(
         load(stored).metrics.listen.unwrap().to_string(),
-        "0.0.0.0:9090"
+        "0.0.0.0:9087"
     );
     let c = &one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(c["ports"][0]["containerPort"], 9090);
+    assert_eq!(c["ports"][0]["containerPort"], 9087);
     let opts = ManifestOptions::for_config(&config, text);
     assert!(
         notes(&config, &opts)

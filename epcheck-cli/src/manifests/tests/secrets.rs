@@ -61,7 +61,7 @@ fn secrets_never_appear_in_the_output() {
     assert!(reloaded.notify.webhooks[0].secret.is_none());
     assert_eq!(reloaded.services.len(), 3);
     assert!(reloaded.token_file.is_empty());
-    assert_eq!(reloaded.metrics.listen.unwrap().to_string(), "0.0.0.0:9090");
+    assert_eq!(reloaded.metrics.listen.unwrap().to_string(), "0.0.0.0:9087");
     // Edited in place: the operator's comments are still there.
     assert!(
         stored.contains("# service key -> the Endpoints object"),
@@ -106,4 +106,69 @@ fn a_password_from_the_environment_gets_a_placeholder_too() {
     assert!(of_kind(&docs, "Secret").is_empty());
     let env = &one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"];
     assert_eq!(env[2]["valueFrom"]["secretKeyRef"]["optional"], true);
+}
+
+/// Issue 18: a webhook URL with `user:password@` or `?access_token=` was copied into the
+/// ConfigMap. It goes to the Secret (`EPCHECK_WEBHOOK_<n>_URL`); a plain URL stays.
+#[test]
+fn webhook_urls_with_credentials_go_to_the_secret() {
+    let token = "0123tok-access-abcdef";
+    let password = "hookpw-9f8e7d";
+    let text = format!(
+        "{SEED}notify:\n  webhooks:\n\
+         \x20   - url: https://oapi.dingtalk.com/robot/send?access_token={token}\n\
+         \x20     format: dingtalk\n\
+         \x20   - url: https://alerts:{password}@hooks.example.com/epcheck\n\
+         \x20   - url: https://hooks.example.com/plain\n"
+    );
+    let config = load(&text);
+    assert_no_secret(&config, &text, &[token, password]);
+    let docs = generate(&config, &text);
+    let secret = one(&docs, "Secret");
+    assert_eq!(secret["stringData"]["webhook-0-url"], PLACEHOLDER);
+    assert_eq!(secret["stringData"]["webhook-1-url"], PLACEHOLDER);
+    assert!(secret["stringData"].get("webhook-2-url").is_none());
+    let env = &one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"];
+    let names: Vec<&str> = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert!(names.contains(&"EPCHECK_WEBHOOK_0_URL"), "{names:?}");
+    assert!(names.contains(&"EPCHECK_WEBHOOK_1_URL"), "{names:?}");
+    assert!(!names.contains(&"EPCHECK_WEBHOOK_2_URL"), "{names:?}");
+
+    // In the pod, the URLs come back from the Secret through the environment.
+    let stored = one(&docs, "ConfigMap")["data"]["config.yaml"]
+        .as_str()
+        .unwrap();
+    assert!(
+        stored.contains("https://hooks.example.com/plain"),
+        "{stored}"
+    );
+    let env = HashMap::from([
+        (
+            "EPCHECK_WEBHOOK_0_URL".to_string(),
+            format!("https://oapi.dingtalk.com/robot/send?access_token={token}"),
+        ),
+        (
+            "EPCHECK_WEBHOOK_1_URL".to_string(),
+            format!("https://alerts:{password}@hooks.example.com/epcheck"),
+        ),
+    ]);
+    let reloaded = load_with(stored, &env);
+    let urls: Vec<&str> = reloaded
+        .notify
+        .webhooks
+        .iter()
+        .map(|w| w.url.as_str())
+        .collect();
+    let original: Vec<&str> = config
+        .notify
+        .webhooks
+        .iter()
+        .map(|w| w.url.as_str())
+        .collect();
+    assert_eq!(urls, original);
 }

@@ -1,0 +1,135 @@
+//! Unit tests of loading: defaults, input limits and what `validate` reports.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::{ConfigError, Loaded, check};
+
+const FILE: &str = "/nonexistent-epcheck-test/config.yaml";
+
+fn load(text: &str) -> Result<Loaded, ConfigError> {
+    check(text, Path::new(FILE), &HashMap::<String, String>::new())
+}
+
+fn seed() -> &'static str {
+    fixtures::configs::SEED_CONFIG
+}
+
+#[test]
+fn the_default_metrics_port_is_not_the_prometheus_servers() {
+    let c = load(seed()).unwrap().config;
+    let listen = c.metrics.listen.unwrap();
+    assert_eq!(listen, "0.0.0.0:9087".parse::<SocketAddr>().unwrap());
+    assert_ne!(listen.port(), 9090, "9090 is Prometheus' own port");
+}
+
+fn errors(text: &str) -> Vec<super::Diagnostic> {
+    match load(text) {
+        Err(ConfigError::Invalid { errors, .. }) => errors,
+        Err(e) => panic!("expected Invalid, got {e}"),
+        Ok(_) => panic!("expected errors"),
+    }
+}
+
+/// Issue 18: `key: ` then 200,000 `[` took 15-45 s to reject. It is now rejected by the depth
+/// limit, before any parser builds a tree, with the line where the limit was passed.
+#[test]
+fn deeply_nested_flow_sequences_are_rejected_by_the_depth_limit() {
+    let text = format!("interval: 2000\nkey: {}\n", "[".repeat(200_000));
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].message.contains("nested deeper than"),
+        "{errors:?}"
+    );
+    assert_eq!(errors[0].line, Some(2));
+}
+
+#[test]
+fn deeply_nested_flow_mappings_are_rejected_by_the_depth_limit() {
+    let text = format!("{}{}\n", "\n".repeat(3), "{a: ".repeat(100_000));
+    let errors = errors(&text);
+    assert!(
+        errors[0].message.contains("nested deeper than"),
+        "{errors:?}"
+    );
+    assert_eq!(errors[0].line, Some(4));
+}
+
+#[test]
+fn deeply_nested_block_mappings_are_rejected_by_the_depth_limit() {
+    let mut text = String::new();
+    for i in 0..200 {
+        text.push_str(&format!("{}k{i}:\n", " ".repeat(i)));
+    }
+    let errors = errors(&text);
+    assert!(
+        errors[0].message.contains("nested deeper than"),
+        "{errors:?}"
+    );
+}
+
+/// Real configs nest a few levels; the limit leaves them plenty of room.
+#[test]
+fn the_seed_config_is_far_from_the_limits() {
+    assert!(load(seed()).is_ok());
+    let nested = format!(
+        "{}\nendpoint_template_annotations_probe: {}1{}\n",
+        seed(),
+        "[".repeat(30),
+        "]".repeat(30)
+    );
+    // Unknown key, but not a depth error.
+    let errors = errors(&nested);
+    assert!(
+        errors.iter().all(|e| !e.message.contains("nested deeper")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn an_oversized_file_is_rejected_before_parsing() {
+    let text = format!("# {}\n", "x".repeat(super::limits::MAX_BYTES));
+    let errors = errors(&text);
+    assert!(errors[0].message.contains("MiB"), "{errors:?}");
+}
+
+/// Issue 18: a UTF-8 byte-order mark (as some Windows editors write) was rejected as a
+/// multi-document file.
+#[test]
+fn a_byte_order_mark_is_accepted() {
+    let text = format!("\u{feff}{}", seed());
+    let loaded = load(&text).unwrap();
+    assert_eq!(loaded.config.services.len(), 3);
+    // Lines are still counted from the first line of the file.
+    let broken = format!(
+        "\u{feff}{}",
+        seed().replacen("interval: 2000", "interval: x", 1)
+    );
+    let errors = errors(&broken);
+    let line = seed()
+        .lines()
+        .position(|l| l.starts_with("interval:"))
+        .unwrap()
+        + 1;
+    assert_eq!(errors[0].line, Some(line), "{errors:?}");
+}
+
+/// Issue 18: an ApiServer `url` with `user:password@` was accepted by `validate` and printed
+/// whole by `once`. It is an error that names the key and never shows the password.
+#[test]
+fn a_url_with_a_password_is_an_error_that_does_not_show_it() {
+    let text = seed().replacen("url: https://", "url: https://admin:hunter2-pw@", 1);
+    assert!(text.contains("hunter2-pw"), "the seed's url changed");
+    let found = errors(&text);
+    let e = found.iter().find(|e| e.key == "url").unwrap();
+    assert!(e.message.contains("carries credentials"), "{e:?}");
+    assert!(e.message.contains("https://***@"), "{e:?}");
+    assert!(!format!("{found:?}").contains("hunter2-pw"));
+    // A malformed one is quoted without its credentials too.
+    let text = seed().replacen("url: https://", "url: ftp://admin:hunter2-pw@", 1);
+    assert!(!format!("{:?}", errors(&text)).contains("hunter2-pw"));
+}
