@@ -56,6 +56,7 @@ mod config;
 mod endpoints;
 mod error;
 mod lease;
+mod object_ref;
 mod reconcile;
 mod request;
 mod retry;
@@ -72,8 +73,8 @@ pub use config::{
     default_ca_file, default_user_agent,
 };
 pub use error::{
-    ApiError, ApiErrorKind, SNIPPET_CHARS, TransportKind, parse_retry_after, parse_status,
-    sanitize_snippet,
+    ApiError, ApiErrorKind, SNIPPET_CHARS, TransportKind, escape_control, parse_retry_after,
+    parse_status, sanitize_snippet,
 };
 pub use lease::{LEASE_API_VERSION, LEASE_KIND, Lease, LeaseSpec};
 pub use reconcile::{ReconcileAction, ReconcileMode, ReconcileOutcome, reconcile};

@@ -116,6 +116,9 @@ pub async fn reconcile(
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
                 selector: svc.selector_text(),
+                deleted_slices: Vec::new(),
+                cleanup_error: None,
+                dry_run: mode == ReconcileMode::DryRun,
             });
         }
         Some(_) => {}
@@ -192,7 +195,10 @@ async fn create(
     if mode == ReconcileMode::DryRun {
         return Ok((ReconcileAction::WouldCreate, changes, desired));
     }
-    match client.create_endpoints(&desired).await {
+    match client
+        .create_endpoints(renderer.namespace(), renderer.name(), &desired)
+        .await
+    {
         Ok(written) => {
             tracing::info!(object = %desired.key(), changes = %changes, "created Endpoints");
             Ok((ReconcileAction::Created, changes, written))
@@ -219,7 +225,10 @@ async fn update(
     if mode == ReconcileMode::DryRun {
         return Ok((ReconcileAction::WouldUpdate, changes, body));
     }
-    match client.replace_endpoints(&body).await {
+    match client
+        .replace_endpoints(renderer.namespace(), renderer.name(), &body)
+        .await
+    {
         Ok(written) => {
             tracing::info!(object = %body.key(), changes = %changes, "updated Endpoints");
             Ok((ReconcileAction::Updated, changes, written))
