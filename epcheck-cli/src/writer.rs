@@ -133,7 +133,10 @@ impl ObjectWriter {
         if changes.is_empty() && !labelled {
             return Ok(());
         }
-        match client.replace_endpoints(&body).await {
+        match client
+            .replace_endpoints(self.namespace(), self.name(), &body)
+            .await
+        {
             Ok(_) => {
                 tracing::info!(
                     object = %format!("{}/{}", self.namespace(), self.name()),
