@@ -291,3 +291,25 @@ async fn apiserver_text_reaches_the_terminal_escaped() {
         );
     }
 }
+
+/// A template port whose name matches no port of the Service routes nothing: `once` says so,
+/// naming the port and the Service's ports (SPEC §9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_port_the_service_does_not_have_is_warned_about() {
+    let (api, e, _target, cfg) = setup("application/json").await;
+    api.insert_object(
+        Resource::Services,
+        "default",
+        serde_json::json!({"metadata": {"name": "web"}, "spec": {"ports": [
+            {"name": "http", "port": 80, "protocol": "TCP"},
+            {"name": "metrics", "port": 9100, "protocol": "TCP"}]}}),
+    );
+    let r = e.run_async(&["once", "-f", &cfg]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let warning = "endpoint port (unnamed) matches no port of Service default/web (its ports: http, metrics): kube-proxy routes nothing to it";
+    assert_eq!(r.stderr.matches(warning).count(), 1, "{}", r.stderr);
+    // Matching names: no warning.
+    api.put_service("default", "web");
+    let r = e.run_async(&["once", "-f", &cfg]).await;
+    assert!(!r.stderr.contains("matches no port"), "{}", r.stderr);
+}
