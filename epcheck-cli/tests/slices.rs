@@ -149,6 +149,23 @@ async fn plan_prints_slices_k8s_openapi_reads() {
         .collect();
     assert_eq!(docs.len(), 1, "{}", r.stdout);
     assert_eq!(docs[0].endpoints.len(), 3);
+    // No Service is read, so there is no uid to own the slice: no owner reference with an
+    // empty uid, and a comment that says why.
+    assert_eq!(docs[0].metadata.owner_references, None, "{}", r.stdout);
+    assert!(!r.stdout.contains("uid:"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(
+            "# ownerReferences: added when epcheck writes the slice, naming Service default/web by its uid"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("# Service default/web needs one port without a name"),
+        "{}",
+        r.stdout
+    );
 }
 
 /// Polls `check` every 20 ms for up to `within`.
