@@ -256,6 +256,39 @@ mod tests {
     }
 
     #[test]
+    fn ports_are_matched_by_name() {
+        use crate::types::EndpointPort;
+        let port = |name: Option<&str>| EndpointPort {
+            name: name.map(str::to_owned),
+            port: 8080,
+            ..EndpointPort::default()
+        };
+        let s = ServiceInfo::from_json(
+            br#"{"kind":"Service","metadata":{"name":"web","namespace":"default"},
+                "spec":{"ports":[{"name":"http","port":80,"protocol":"TCP"},{"name":"metrics","port":9100}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.ports.len(), 2);
+        assert_eq!(s.port_names(), "http, metrics");
+        assert!(s.unmatched_ports(&[port(Some("http"))]).is_empty());
+        assert_eq!(
+            s.unmatched_ports(&[port(Some("http")), port(Some("web"))]),
+            ["web"]
+        );
+        assert_eq!(s.unmatched_ports(&[port(None)]), [""]);
+        // A single unnamed port on both sides matches (kube-proxy's "" name).
+        let single = ServiceInfo::from_json(br#"{"spec":{"ports":[{"port":80}]}}"#).unwrap();
+        assert!(single.unmatched_ports(&[port(None)]).is_empty());
+        assert_eq!(single.port_names(), "(unnamed)");
+        assert_eq!(ServiceInfo::default().port_names(), "(none)");
+        // Names quoted back from the ApiServer are escaped.
+        let odd =
+            ServiceInfo::from_json(br#"{"spec":{"ports":[{"name":"a\u001b[2J","port":1}]}}"#)
+                .unwrap();
+        assert_eq!(odd.port_names(), r"a\x1b[2J");
+    }
+
+    #[test]
     fn garbage_is_an_error() {
         assert!(ServiceInfo::from_json(b"<html>").is_err());
         assert!(ServiceInfo::from_json(br#"{"spec":{"selector":[1]}}"#).is_err());
