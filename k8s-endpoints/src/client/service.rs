@@ -282,9 +282,8 @@ mod tests {
         assert_eq!(single.port_names(), "(unnamed)");
         assert_eq!(ServiceInfo::default().port_names(), "(none)");
         // Names quoted back from the ApiServer are escaped.
-        let odd =
-            ServiceInfo::from_json(br#"{"spec":{"ports":[{"name":"a\u001b[2J","port":1}]}}"#)
-                .unwrap();
+        let odd = ServiceInfo::from_json(br#"{"spec":{"ports":[{"name":"a\u001b[2J","port":1}]}}"#)
+            .unwrap();
         assert_eq!(odd.port_names(), r"a\x1b[2J");
     }
 
