@@ -228,7 +228,7 @@ pub enum Error {
     /// endpoints and endpointslice controllers), and epcheck does not manage it (SPEC §5.3,
     /// §9). In `mode: endpointslice` the EndpointSlices epcheck wrote for it are deleted
     /// first, so kube-proxy stops routing to the addresses epcheck probed.
-    #[error("{}", selector_owned_text(namespace, name, selector, deleted_slices, cleanup_error.as_deref(), *dry_run))]
+    #[error("{}", selector_owned_text(namespace, name, selector, cleanup.as_deref()))]
     SelectorOwned {
         /// Namespace of the Service.
         namespace: String,
@@ -236,13 +236,8 @@ pub enum Error {
         name: String,
         /// The selector, as `k=v,k2=v2`.
         selector: String,
-        /// The names of epcheck's own EndpointSlices of the Service that were deleted (in a
-        /// dry run: that would be); empty in `mode: endpoints` or when there were none.
-        deleted_slices: Vec<String>,
-        /// Why deleting them failed, when it did (the next pass tries again).
-        cleanup_error: Option<String>,
-        /// A dry run: nothing was deleted.
-        dry_run: bool,
+        /// In `mode: endpointslice`, what became of epcheck's own slices of the Service.
+        cleanup: Option<Box<SliceCleanup>>,
     },
 
     /// Every attempt to write the object lost a race with another writer (`409 Conflict`
@@ -363,20 +358,36 @@ impl Error {
     }
 }
 
+/// What became of epcheck's own EndpointSlices of a Service found to have a selector
+/// ([`Error::SelectorOwned`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SliceCleanup {
+    /// The names of the slices deleted (in a dry run: that would be).
+    pub deleted: Vec<String>,
+    /// Why deleting them failed, when it did (the next pass tries again).
+    pub error: Option<String>,
+    /// A dry run: nothing was deleted.
+    pub dry_run: bool,
+}
+
 /// The message of [`Error::SelectorOwned`].
 fn selector_owned_text(
     namespace: &str,
     name: &str,
     selector: &str,
-    deleted: &[String],
-    cleanup_error: Option<&str>,
-    dry_run: bool,
+    cleanup: Option<&SliceCleanup>,
 ) -> String {
+    let none = SliceCleanup::default();
+    let SliceCleanup {
+        deleted,
+        error: cleanup_error,
+        dry_run,
+    } = cleanup.unwrap_or(&none);
     let mut text = format!(
         "Service {namespace}/{name} has a selector ({selector}): its endpoints belong to the cluster's controllers (the endpoints controller and the endpointslice controller), so epcheck does not manage it"
     );
     if !deleted.is_empty() {
-        let verb = if dry_run { "would delete" } else { "deleted" };
+        let verb = if *dry_run { "would delete" } else { "deleted" };
         text.push_str(&format!(
             "; epcheck {verb} its own EndpointSlices for it ({}) so that kube-proxy routes only to what the controllers list",
             deleted.join(", ")

@@ -116,9 +116,7 @@ pub async fn reconcile(
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
                 selector: svc.selector_text(),
-                deleted_slices: Vec::new(),
-                cleanup_error: None,
-                dry_run: mode == ReconcileMode::DryRun,
+                cleanup: None,
             });
         }
         Some(_) => {}

@@ -44,7 +44,7 @@ use super::request::{Action, Request, Response};
 use super::retry::Backoff;
 use super::service::ServiceInfo;
 use crate::codec;
-use crate::error::Error;
+use crate::error::{Error, SliceCleanup};
 use crate::path::{check_name, check_namespace};
 use crate::slices::{
     ENDPOINT_SLICE_KIND, EndpointSlice, EndpointSliceList, SERVICE_NAME_LABEL,
@@ -417,9 +417,11 @@ async fn stand_aside(
         namespace: namespace.to_owned(),
         name: name.to_owned(),
         selector: svc.selector_text(),
-        deleted_slices,
-        cleanup_error,
-        dry_run: mode == ReconcileMode::DryRun,
+        cleanup: Some(Box::new(SliceCleanup {
+            deleted: deleted_slices,
+            error: cleanup_error,
+            dry_run: mode == ReconcileMode::DryRun,
+        })),
     }
 }
 
