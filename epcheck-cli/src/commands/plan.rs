@@ -27,7 +27,8 @@ pub async fn run(args: &PlanArgs, path: &Path, env: &dyn Environment) -> anyhow:
     let round = probe_all(&config, concurrency).await;
     let held = failsafe_holds(&config, &round);
     let mut services = Vec::new();
-    let mut notes = Vec::new();
+    // By service key: the report may list services in another order than the config.
+    let mut notes = std::collections::BTreeMap::new();
     for probes in &round {
         let Some(service) = config.services.get(probes.index) else {
             continue;
@@ -41,12 +42,15 @@ pub async fn run(args: &PlanArgs, path: &Path, env: &dyn Environment) -> anyhow:
         )?;
         let ready = probes.ready();
         let not_ready = probes.not_ready();
-        notes.push(offline_notes(
-            &service.namespace,
-            &service.name,
-            renderer.ports(),
-            config.mode == Mode::EndpointSlice,
-        ));
+        notes.insert(
+            service.key.clone(),
+            offline_notes(
+                &service.namespace,
+                &service.name,
+                renderer.ports(),
+                config.mode == Mode::EndpointSlice,
+            ),
+        );
         let endpoints = renderer.render(&ready, &not_ready, None);
         // Offline there is no Service to own the slices: no owner reference (an empty uid
         // leaves it out; the daemon adds it with the live Service's uid).
@@ -87,7 +91,8 @@ pub async fn run(args: &PlanArgs, path: &Path, env: &dyn Environment) -> anyhow:
                     "fail-safe: every probe failed; the daemon would hold these writes"
                 );
             }
-            for (s, notes) in report.services.iter().zip(&notes) {
+            for s in &report.services {
+                let notes = notes.get(&s.service).map_or("", String::as_str);
                 if let Some(e) = &s.endpoints {
                     print!("---\n{notes}{}", to_yaml(e)?);
                 }
