@@ -779,7 +779,11 @@ impl Engine {
                 ));
                 s.applied = Some((done.ready, done.not_ready));
             }
-            Err(e) if e.is_selector_owned() => ownership::selector_owned(s, &e),
+            Err(e) if e.is_selector_owned() => {
+                // The ApiServer answered: not part of an outage.
+                log_outage(&self.outage.succeeded(Instant::now()), None);
+                ownership::selector_owned(s, &e);
+            }
             Err(e) => {
                 s.failures += 1;
                 s.metrics.reconcile_failed();
