@@ -45,7 +45,7 @@ impl Client {
         };
         match self.execute(&req).await {
             Ok(resp) => self
-                .decode_endpoints(&req, &resp, namespace, name)
+                .decode_checked(&req, &resp, ObjectRef::new(ENDPOINTS_KIND, namespace, name))
                 .map(Some),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -83,7 +83,7 @@ impl Client {
             action: action("update", namespace, Some(name)),
         };
         let resp = self.execute(&req).await?;
-        self.decode_endpoints(&req, &resp, namespace, name)
+        self.decode_checked(&req, &resp, ObjectRef::new(ENDPOINTS_KIND, namespace, name))
     }
 
     /// Creates the Endpoints object `namespace/name`: `PUT` to its own URL without a
@@ -125,7 +125,11 @@ impl Client {
                         "Endpoints appeared while epcheck was creating it; it was replaced"
                     );
                 }
-                return self.decode_endpoints(&put, &resp, namespace, name);
+                return self.decode_checked(
+                    &put,
+                    &resp,
+                    ObjectRef::new(ENDPOINTS_KIND, namespace, name),
+                );
             }
             Err(e) => match e.api_kind() {
                 Some(
@@ -147,25 +151,11 @@ impl Client {
             action: action("create", namespace, None),
         };
         let resp = self.execute(&post).await?;
-        self.decode_endpoints(&post, &resp, namespace, name)
-    }
-
-    /// Decodes an Endpoints object and checks that it is `namespace/name`.
-    fn decode_endpoints(
-        &self,
-        req: &Request,
-        resp: &Response,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Endpoints, Error> {
-        let ep: Endpoints = self.decode(req, resp)?;
-        ObjectRef::new(ENDPOINTS_KIND, namespace, name).check_reply(
-            self,
-            req,
-            Some(&ep.kind),
-            &ep.metadata,
-        )?;
-        Ok(ep)
+        self.decode_checked(
+            &post,
+            &resp,
+            ObjectRef::new(ENDPOINTS_KIND, namespace, name),
+        )
     }
 
     /// Decodes a JSON response body.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::Client;
 use super::error::ApiErrorKind;
 use super::object_ref::ObjectRef;
-use super::request::{Action, Request, Response};
+use super::request::{Action, Request};
 use crate::election::MicroTime;
 use crate::error::Error;
 use crate::path::{check_name, check_namespace};
@@ -132,7 +132,9 @@ impl Client {
             action: action("get", namespace, name),
         };
         match self.execute(&req).await {
-            Ok(resp) => self.decode_lease(&req, &resp, namespace, name).map(Some),
+            Ok(resp) => self
+                .decode_checked(&req, &resp, ObjectRef::new(LEASE_KIND, namespace, name))
+                .map(Some),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(lease_hint(e)),
         }
@@ -168,7 +170,7 @@ impl Client {
             action: action("create", namespace, name),
         };
         let resp = self.execute(&req).await.map_err(lease_hint)?;
-        self.decode_lease(&req, &resp, namespace, name)
+        self.decode_checked(&req, &resp, ObjectRef::new(LEASE_KIND, namespace, name))
     }
 
     /// Replaces the Lease `namespace/name` with a `PUT` to its URL (made from these two values
@@ -208,25 +210,7 @@ impl Client {
             action: action("update", namespace, name),
         };
         let resp = self.execute(&req).await.map_err(lease_hint)?;
-        self.decode_lease(&req, &resp, namespace, name)
-    }
-
-    /// Decodes a Lease and checks that it is `namespace/name`.
-    fn decode_lease(
-        &self,
-        req: &Request,
-        resp: &Response,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Lease, Error> {
-        let lease: Lease = self.decode(req, resp)?;
-        ObjectRef::new(LEASE_KIND, namespace, name).check_reply(
-            self,
-            req,
-            Some(&lease.kind),
-            &lease.metadata,
-        )?;
-        Ok(lease)
+        self.decode_checked(&req, &resp, ObjectRef::new(LEASE_KIND, namespace, name))
     }
 }
 

@@ -8,10 +8,50 @@
 
 use std::fmt;
 
-use super::Client;
-use super::request::Request;
+use serde::de::DeserializeOwned;
+
+use super::request::{Request, Response};
+use super::{Client, Lease};
 use crate::error::Error;
-use crate::types::ObjectMeta;
+use crate::slices::EndpointSlice;
+use crate::types::{Endpoints, ObjectMeta};
+
+/// An object type a reply is decoded into and checked against an [`ObjectRef`].
+pub(crate) trait Object: DeserializeOwned {
+    /// The reply's `kind` (empty when it had none).
+    fn kind(&self) -> &str;
+    /// The reply's metadata.
+    fn meta(&self) -> &ObjectMeta;
+}
+
+macro_rules! object {
+    ($($t:ty),*) => {$(
+        impl Object for $t {
+            fn kind(&self) -> &str {
+                &self.kind
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+        }
+    )*};
+}
+
+object!(Endpoints, EndpointSlice, Lease);
+
+impl Client {
+    /// Decodes a reply and checks that it is `target` (kind, namespace and name).
+    pub(crate) fn decode_checked<T: Object>(
+        &self,
+        req: &Request,
+        resp: &Response,
+        target: ObjectRef<'_>,
+    ) -> Result<T, Error> {
+        let obj: T = self.decode(req, resp)?;
+        target.check_reply(self, req, Some(obj.kind()), obj.meta())?;
+        Ok(obj)
+    }
+}
 
 /// One object, as the config names it: its kind, namespace and name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -40,7 +40,7 @@ use super::Client;
 use super::error::ApiErrorKind;
 use super::object_ref::{self, ObjectRef};
 use super::reconcile::{ReconcileAction, ReconcileMode};
-use super::request::{Action, Request, Response};
+use super::request::{Action, Request};
 use super::retry::Backoff;
 use super::service::ServiceInfo;
 use crate::codec;
@@ -167,7 +167,7 @@ impl Client {
             Some(target.name),
         );
         let resp = self.execute(&req).await.map_err(|e| with_hint(e, &req))?;
-        self.decode_slice(&req, &resp, target)
+        self.decode_checked(&req, &resp, target)
     }
 
     /// Replaces an EndpointSlice of `namespace` with `PUT` to its URL (made from `namespace`
@@ -197,7 +197,7 @@ impl Client {
             Some(target.name),
         );
         let resp = self.execute(&req).await.map_err(|e| with_hint(e, &req))?;
-        self.decode_slice(&req, &resp, target)
+        self.decode_checked(&req, &resp, target)
     }
 
     /// Deletes an EndpointSlice of `namespace`, with its `uid` and `resourceVersion` (when
@@ -235,18 +235,6 @@ impl Client {
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(with_hint(e, &req)),
         }
-    }
-
-    /// Decodes an EndpointSlice and checks that it is `target`.
-    fn decode_slice(
-        &self,
-        req: &Request,
-        resp: &Response,
-        target: ObjectRef<'_>,
-    ) -> Result<EndpointSlice, Error> {
-        let slice: EndpointSlice = self.decode(req, resp)?;
-        target.check_reply(self, req, Some(&slice.kind), &slice.metadata)?;
-        Ok(slice)
     }
 
     fn slices_path(&self, namespace: &str) -> Result<String, Error> {
