@@ -23,6 +23,7 @@
 //! | `epcheck_failsafe_active` | gauge | |
 //! | `epcheck_leader` | gauge | |
 //! | `epcheck_last_reconcile_timestamp_seconds` | gauge (unix seconds) | `service` |
+//! | `epcheck_service_selector_owned` | gauge (1 while the Service has a selector and epcheck stands aside) | `service` |
 //! | `epcheck_build_info` | gauge = 1 | `version` |
 //! | `epcheck_notifications_total` | counter | `channel` = `script`/`webhook`, `result` = `sent`/`failed`/`dropped` |
 //!
@@ -37,6 +38,10 @@
 //!   `EpcheckNotReconciling` relies on this. It stays 0 until the first success.
 //! * `epcheck_endpoint_writes_total` counts writes (`updated`, `created`) and failed
 //!   reconciles (`failed`: the read or the write failed), never no-ops.
+//! * `epcheck_service_selector_owned` is 1 while the service's Service has a selector: its
+//!   endpoints belong to the cluster's controllers, epcheck deleted its own EndpointSlices of
+//!   it and writes nothing for it until the selector is gone. Such a reconcile is not counted
+//!   as `failed`, and `epcheck_last_reconcile_timestamp_seconds` stays where it was.
 //! * `epcheck_service_ready_endpoints` is the number of the service's targets that the Endpoints
 //!   object lists as ready after the last successful reconcile (on followers: their own view, so
 //!   alert rules join service-level series with `epcheck_leader == 1`).
@@ -115,6 +120,7 @@ struct Families {
     failsafe: Gauge,
     leader: Gauge,
     last_reconcile: Family<ServiceLabels, TimestampGauge>,
+    selector_owned: Family<ServiceLabels, Gauge>,
     build_info: Family<VersionLabels, Gauge>,
     notifications: Family<NotificationLabels, Counter>,
 }
@@ -150,6 +156,7 @@ impl Metrics {
             failsafe: Gauge::default(),
             leader: Gauge::default(),
             last_reconcile: Family::default(),
+            selector_owned: Family::default(),
             build_info: Family::default(),
             notifications: Family::default(),
         };
@@ -243,6 +250,11 @@ impl Metrics {
             f.last_reconcile.clone(),
         );
         registry.register(
+            "epcheck_service_selector_owned",
+            "Whether the Service has a selector, so that its endpoints belong to the cluster's controllers and epcheck does not manage it (1) or not (0)",
+            f.selector_owned.clone(),
+        );
+        registry.register(
             "epcheck_build_info",
             "Always 1, labelled with the epcheck version",
             f.build_info.clone(),
@@ -277,6 +289,7 @@ impl Metrics {
             created: f.writes.get_or_create_owned(&result("created")),
             failed: f.writes.get_or_create_owned(&result("failed")),
             last_reconcile: f.last_reconcile.get_or_create_owned(&labels),
+            selector_owned: f.selector_owned.get_or_create_owned(&labels),
             name: service,
             metrics: self.clone(),
         };
@@ -374,6 +387,7 @@ struct ServiceInner {
     created: Counter,
     failed: Counter,
     last_reconcile: TimestampGauge,
+    selector_owned: Gauge,
 }
 
 /// Pre-resolved series of one service, from [`Metrics::service`]. Cheap to clone.
@@ -448,6 +462,12 @@ impl ServiceMetrics {
     /// A reconcile failed (reading, writing, or refused): counts `result="failed"`.
     pub fn reconcile_failed(&self) {
         self.inner.failed.inc();
+    }
+
+    /// Sets `epcheck_service_selector_owned`: the Service has (1) or no longer has (0) a
+    /// selector, so that the cluster's controllers own its endpoints and epcheck stands aside.
+    pub fn set_selector_owned(&self, owned: bool) {
+        self.inner.selector_owned.set(i64::from(owned));
     }
 }
 

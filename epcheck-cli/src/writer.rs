@@ -1,6 +1,7 @@
 //! What a service's healthy set is written to: its v1 Endpoints object (`mode: endpoints`, the
 //! original behaviour) or discovery.k8s.io/v1 EndpointSlices (`mode: endpointslice`).
 
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -8,9 +9,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use k8s_endpoints::client::{ReconcileMode, reconcile, reconcile_slices};
 use k8s_endpoints::slices::SliceRenderer;
 use k8s_endpoints::{
-    Client, ManagedBy, ReconcileAction, Renderer, apply_to_live, diff, managed_by, mark_skip_mirror,
+    Client, ManagedBy, ReconcileAction, Renderer, ServiceInfo, apply_to_live, diff, managed_by,
+    mark_skip_mirror,
 };
 
+use crate::apiserver::ServerPolicy;
 use crate::config::Mode;
 
 /// The outcome of one reconcile, whatever was written.
@@ -24,6 +27,61 @@ pub struct WriteOutcome {
     pub resource_version: Option<String>,
     /// 409s met and retried.
     pub conflicts: u32,
+    /// Configured ports that match no port of the Service, when it was read.
+    pub unmatched_ports: Option<UnmatchedPorts>,
+}
+
+/// Configured serving ports (the template's, or the service's `ports`) whose names match no
+/// port of the Service: kube-proxy sends a Service port's traffic to the endpoint port of the
+/// same name, so these route nothing (SPEC §9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmatchedPorts {
+    /// `namespace/name` of the Service.
+    pub service: String,
+    /// The unmatched port names (`""` for an unnamed port).
+    pub ports: Vec<String>,
+    /// The Service's port names, as [`ServiceInfo::port_names`] shows them.
+    pub service_ports: String,
+}
+
+impl UnmatchedPorts {
+    /// The ports of `configured` that `service` has no port for, if any.
+    pub fn check(
+        service: &ServiceInfo,
+        configured: &[k8s_endpoints::EndpointPort],
+    ) -> Option<Self> {
+        let ports = service.unmatched_ports(configured);
+        (!ports.is_empty()).then(|| UnmatchedPorts {
+            service: format!("{}/{}", service.namespace, service.name),
+            ports,
+            service_ports: service.port_names(),
+        })
+    }
+}
+
+impl fmt::Display for UnmatchedPorts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| {
+                if p.is_empty() {
+                    "(unnamed)".to_owned()
+                } else {
+                    format!("{p:?}")
+                }
+            })
+            .collect();
+        write!(
+            f,
+            "endpoint port {} matches no port of Service {} (its ports: {}): kube-proxy routes \
+             nothing to it; name the ports in endpoint_template (or the service's ports) like \
+             the Service's",
+            names.join(", "),
+            self.service,
+            self.service_ports
+        )
+    }
 }
 
 /// Renders and writes one service's objects. Cheap to clone.
@@ -42,13 +100,21 @@ const LEGACY_PRESENT: u8 = 1;
 const LEGACY_ABSENT: u8 = 2;
 
 impl ObjectWriter {
-    /// A writer for `mode` from the service's Endpoints renderer.
+    /// A writer for `mode` from the service's Endpoints renderer, for a server that allows
+    /// what `server` says.
     ///
     /// # Errors
     /// When the EndpointSlice renderer rejects the ports or names.
-    pub fn new(renderer: Renderer, mode: Mode) -> Result<Self, k8s_endpoints::Error> {
+    pub fn new(
+        renderer: Renderer,
+        mode: Mode,
+        server: ServerPolicy,
+    ) -> Result<Self, k8s_endpoints::Error> {
         let slices = match mode {
-            Mode::EndpointSlice => Some(SliceRenderer::from_renderer(&renderer)?),
+            Mode::EndpointSlice => Some(
+                SliceRenderer::from_renderer(&renderer)?
+                    .with_serving_terminating(server.slice_serving_terminating),
+            ),
             Mode::Endpoints => None,
         };
         Ok(ObjectWriter {
@@ -87,6 +153,10 @@ impl ObjectWriter {
                     change: o.diff.to_string(),
                     resource_version: o.object.metadata.resource_version,
                     conflicts: o.conflicts,
+                    unmatched_ports: o
+                        .service
+                        .as_ref()
+                        .and_then(|svc| UnmatchedPorts::check(svc, self.renderer.ports())),
                 })
             }
             Some(slices) => {
@@ -101,6 +171,7 @@ impl ObjectWriter {
                     change: o.diff.to_string(),
                     resource_version: None,
                     conflicts: o.conflicts,
+                    unmatched_ports: UnmatchedPorts::check(&o.service, self.renderer.ports()),
                 })
             }
         }
@@ -133,7 +204,10 @@ impl ObjectWriter {
         if changes.is_empty() && !labelled {
             return Ok(());
         }
-        match client.replace_endpoints(&body).await {
+        match client
+            .replace_endpoints(self.namespace(), self.name(), &body)
+            .await
+        {
             Ok(_) => {
                 tracing::info!(
                     object = %format!("{}/{}", self.namespace(), self.name()),

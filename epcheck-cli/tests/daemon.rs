@@ -682,7 +682,7 @@ async fn a_failing_canary_holds_every_write() {
 }
 
 /// GETs `path` from `addr` with a plain HTTP/1.1 request; returns (status, body).
-async fn http_get(addr: &str, path: &str) -> (u16, String) {
+pub(crate) async fn http_get(addr: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(

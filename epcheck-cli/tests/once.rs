@@ -1,6 +1,6 @@
 //! `epcheck once [--dry-run]` against the stand-in ApiServer and loopback targets.
 
-use fixtures::apiserver::{ApiServer, Permissions, Resource};
+use fixtures::apiserver::{ApiServer, Fault, FaultRule, Permissions, Resource, StatusError};
 use fixtures::targets::{AcceptingTarget, ToggleTarget};
 
 use crate::util::{Epcheck, web_config};
@@ -205,4 +205,111 @@ async fn clusters_before_1_22_get_failing_targets_dropped() {
         "{obj}"
     );
     assert_eq!(ready_ips(&api), ["127.0.0.1"]);
+}
+
+/// A GET whose reply names another object (here: the same name in kube-system) is refused:
+/// nothing is written, there or anywhere, and the report says what was asked and what came back
+/// instead of "updated" (SPEC §13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_naming_another_object_is_not_written() {
+    let (api, e, target, cfg) = setup("application/json").await;
+    let r = e.run_async(&["once", "-f", &cfg]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    api.insert_object(
+        Resource::Endpoints,
+        "kube-system",
+        serde_json::json!({"metadata": {"name": "web"}, "subsets": []}),
+    );
+    let victim = api.get_object(Resource::Endpoints, "kube-system", "web");
+    // Something to write: a second target comes up in the config.
+    let top = format!(
+        "interval: 2000\npingtimeout: 500\nurl: {}\ntoken_file: ./sa/token",
+        api.url()
+    );
+    let port = target.addr().port();
+    let cfg = e.write(
+        "c2.yaml",
+        &crate::util::web_config(&top, port, &["127.0.0.1".into(), "127.0.0.3".into()]),
+    );
+    api.clear_requests();
+    api.push_fault(
+        FaultRule::new(Fault::RewriteMetadata(
+            serde_json::json!({"namespace": "kube-system"}),
+        ))
+        .method("GET")
+        .path_contains("/endpoints/"),
+    );
+    let r = e.run_async(&["once", "-f", cfg.to_str().unwrap()]).await;
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout.contains("web (default/web): failed"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(
+            "asked for Endpoints default/web but the ApiServer's reply is Endpoints kube-system/web"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("updated"), "{}", r.stdout);
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    assert_eq!(
+        api.get_object(Resource::Endpoints, "kube-system", "web"),
+        victim
+    );
+}
+
+/// A Status message with a newline and terminal escape sequences reaches neither stderr nor
+/// the text report raw: no forged log line, no escape sequence for the terminal (SPEC §13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apiserver_text_reaches_the_terminal_escaped() {
+    let (api, e, _target, cfg) = setup("application/json").await;
+    let mut status = StatusError::unknown(
+        422,
+        "bad\n2026-01-01T00:00:00Z  INFO forged: all good \u{1b}[2J\u{1b}]0;owned\u{7}",
+    );
+    status.reason = "Invalid";
+    api.push_fault(FaultRule::new(Fault::Status(status)).method("PUT").times(3));
+    let r = e.run_async(&["once", "-f", &cfg]).await;
+    assert_eq!(r.code, 1, "{}", r.all());
+    for (name, out) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{7}'),
+            "{name} carries a raw escape: {out:?}"
+        );
+        assert!(
+            !out.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+            "{name} carries a forged line: {out}"
+        );
+        assert!(
+            out.contains(
+                r"bad\n2026-01-01T00:00:00Z  INFO forged: all good \x1b[2J\x1b]0;owned\x07"
+            ),
+            "{name}: {out}"
+        );
+    }
+}
+
+/// A template port whose name matches no port of the Service routes nothing: `once` says so,
+/// naming the port and the Service's ports (SPEC §9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_port_the_service_does_not_have_is_warned_about() {
+    let (api, e, _target, cfg) = setup("application/json").await;
+    api.insert_object(
+        Resource::Services,
+        "default",
+        serde_json::json!({"metadata": {"name": "web"}, "spec": {"ports": [
+            {"name": "http", "port": 80, "protocol": "TCP"},
+            {"name": "metrics", "port": 9100, "protocol": "TCP"}]}}),
+    );
+    let r = e.run_async(&["once", "-f", &cfg]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let warning = "endpoint port (unnamed) matches no port of Service default/web (its ports: http, metrics): kube-proxy routes nothing to it";
+    assert_eq!(r.stderr.matches(warning).count(), 1, "{}", r.stderr);
+    // Matching names: no warning.
+    api.put_service("default", "web");
+    let r = e.run_async(&["once", "-f", &cfg]).await;
+    assert!(!r.stderr.contains("matches no port"), "{}", r.stderr);
 }

@@ -1,9 +1,12 @@
 //! `mode: endpointslice` through the real binary.
 
-use fixtures::apiserver::{ApiServer, Permissions, Resource};
+use std::time::{Duration, Instant};
+
+use fixtures::apiserver::{ApiServer, ApiServerBuilder, Permissions, Resource};
 use fixtures::targets::ToggleTarget;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::daemon::{Daemon, http_get, sample};
 use crate::util::{Epcheck, web_config};
 
 const TOKEN: &str = "slices-test-token";
@@ -15,11 +18,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let api = ApiServer::builder()
-        .strict_ips(false)
-        .start()
-        .await
-        .unwrap();
+    setup_with(ApiServer::builder()).await
+}
+
+async fn setup_with(builder: ApiServerBuilder) -> Setup {
+    let api = builder.strict_ips(false).start().await.unwrap();
     api.add_token(TOKEN, Permissions::all());
     api.put_service("default", "web");
     let targets = ToggleTarget::start_group(3).await.unwrap();
@@ -29,8 +32,13 @@ async fn setup() -> Setup {
 }
 
 fn config(s: &Setup, mode: &str) -> String {
+    config_with(s, mode, "metrics: {listen: off}\n")
+}
+
+/// The config of `mode` with more top-level keys.
+fn config_with(s: &Setup, mode: &str, extra: &str) -> String {
     let top = format!(
-        "interval: 500\npingtimeout: 300\nurl: {}\ntoken_file: token\nmode: {mode}\nmetrics: {{listen: off}}\n",
+        "interval: 500\npingtimeout: 300\nurl: {}\ntoken_file: token\nmode: {mode}\n{extra}",
         s.api.url()
     );
     let ips: Vec<String> = s
@@ -141,4 +149,181 @@ async fn plan_prints_slices_k8s_openapi_reads() {
         .collect();
     assert_eq!(docs.len(), 1, "{}", r.stdout);
     assert_eq!(docs[0].endpoints.len(), 3);
+    // No Service is read, so there is no uid to own the slice: no owner reference with an
+    // empty uid, and a comment that says why.
+    assert_eq!(docs[0].metadata.owner_references, None, "{}", r.stdout);
+    assert!(!r.stdout.contains("uid:"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(
+            "# ownerReferences: added when epcheck writes the slice, naming Service default/web by its uid"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("# Service default/web needs one port without a name"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// Polls `check` every 20 ms for up to `within`.
+async fn eventually(within: Duration, check: impl Fn() -> bool) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+fn epcheck_slices(api: &ApiServer) -> Vec<EndpointSlice> {
+    slices(api)
+        .into_iter()
+        .filter(|s| {
+            s.metadata.labels.as_ref().and_then(|l| {
+                l.get("endpointslice.kubernetes.io/managed-by")
+                    .map(String::as_str)
+            }) == Some("epcheck.io")
+        })
+        .collect()
+}
+
+/// A Service that gains a selector belongs to the cluster's controllers: the daemon deletes
+/// its own slices (so kube-proxy stops routing to what it probed), says so once, shows it in
+/// `epcheck_service_selector_owned`, writes nothing more for it, and manages it again once the
+/// selector is gone (SPEC §9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_gains_a_selector_is_left_to_its_controllers() {
+    let s = setup().await;
+    let cfg = config_with(
+        &s,
+        "endpointslice",
+        "resync_interval: 1000\nmetrics: {listen: 127.0.0.1:0}\n",
+    );
+    let d = Daemon::start(&s.e, &cfg);
+    let addr = d.metrics_addr().await;
+    let written = || epcheck_slices(&s.api).first().map(|s| s.endpoints.len()) == Some(3);
+    assert!(
+        eventually(Duration::from_secs(5), written).await,
+        "{}",
+        d.log()
+    );
+
+    s.api
+        .put_service_with_selector("default", "web", [("app", "web")]);
+    s.api.insert_object(
+        Resource::EndpointSlices,
+        "default",
+        serde_json::json!({"metadata": {"name": "web-x7k2p", "labels": {
+            "kubernetes.io/service-name": "web",
+            "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+            "addressType": "IPv4", "endpoints": []}),
+    );
+    let gone = || epcheck_slices(&s.api).is_empty();
+    assert!(
+        eventually(Duration::from_secs(4), gone).await,
+        "{}",
+        d.log()
+    );
+    let owned = "epcheck_service_selector_owned{service=\"web\"}";
+    let scrape = http_get(&addr, "/metrics").await.1;
+    assert_eq!(sample(&scrape, owned), Some(1.0), "{scrape}");
+
+    // Two more resyncs: nothing written, the controller's slice left alone, said once.
+    s.api.clear_requests();
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert!(s.api.writes().is_empty(), "{:?}", s.api.writes());
+    assert!(
+        s.api
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("/services/web")),
+        "a resync looks again"
+    );
+    assert_eq!(slices(&s.api).len(), 1);
+    let log = d.log();
+    assert_eq!(
+        log.matches("epcheck stopped managing this Service").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("deleted its own EndpointSlices for it (web-epcheck-ipv4-0)"),
+        "{log}"
+    );
+
+    // The selector goes: epcheck manages the Service again.
+    s.api.put_service("default", "web");
+    assert!(
+        eventually(Duration::from_secs(4), written).await,
+        "{}",
+        d.log()
+    );
+    let scrape = http_get(&addr, "/metrics").await.1;
+    assert_eq!(sample(&scrape, owned), Some(0.0), "{scrape}");
+    assert!(d.log().contains("epcheck manages it again"), "{}", d.log());
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// A server before 1.22 drops `serving` and `terminating`; the daemon compares only what it
+/// keeps, so resyncs read but never write. A template port the Service does not name is warned
+/// about once, not at every resync (SPEC §9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_server_sees_no_writes_in_steady_state() {
+    let s = setup_with(ApiServer::builder().git_version("v1.21.14")).await;
+    s.api.insert_object(
+        Resource::Services,
+        "default",
+        serde_json::json!({"metadata": {"name": "web"},
+            "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}),
+    );
+    let cfg = config_with(
+        &s,
+        "endpointslice",
+        "resync_interval: 700\nmetrics: {listen: off}\n",
+    );
+    let d = Daemon::start(&s.e, &cfg);
+    let written = || epcheck_slices(&s.api).first().map(|s| s.endpoints.len()) == Some(3);
+    assert!(
+        eventually(Duration::from_secs(5), written).await,
+        "{}",
+        d.log()
+    );
+    let stored = epcheck_slices(&s.api);
+    let conditions = stored[0].endpoints[0].conditions.clone().unwrap();
+    assert_eq!(
+        (conditions.ready, conditions.serving, conditions.terminating),
+        (Some(true), None, None)
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.api.clear_requests();
+    // Three resyncs.
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let lists = s
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/endpointslices"))
+        .count();
+    assert!(lists >= 2, "resyncs read the slices ({lists})");
+    assert!(
+        s.api.writes().is_empty(),
+        "{:?}",
+        s.api
+            .writes()
+            .iter()
+            .map(|w| w.summary())
+            .collect::<Vec<_>>()
+    );
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+    let warning =
+        "endpoint port (unnamed) matches no port of Service default/web (its ports: http)";
+    assert_eq!(log.matches(warning).count(), 1, "{log}");
 }

@@ -99,7 +99,9 @@ impl EndpointsDiff {
 
 impl fmt::Display for EndpointsDiff {
     /// `+198.51.100.10 -198.51.100.11 +198.51.100.12(not ready) ports +http:8081/TCP
-    /// -http:8080/TCP label app.kubernetes.io/managed-by missing`, or `no change`.
+    /// -http:8080/TCP label app.kubernetes.io/managed-by missing`, or `no change`. Addresses
+    /// and port names of the live object came from the ApiServer, so control characters are
+    /// escaped ([`escape_control`](crate::escape_control)).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts: Vec<String> = Vec::new();
         parts.extend(self.added_ready.iter().map(|ip| format!("+{ip}")));
@@ -125,7 +127,7 @@ impl fmt::Display for EndpointsDiff {
         if parts.is_empty() {
             f.write_str("no change")
         } else {
-            f.write_str(&parts.join(" "))
+            f.write_str(&crate::escape_control(&parts.join(" ")))
         }
     }
 }

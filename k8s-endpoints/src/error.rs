@@ -206,11 +206,29 @@ pub enum Error {
         problem: String,
     },
 
-    /// The Service has a selector, so its Endpoints object belongs to the endpoints
-    /// controller, and epcheck refuses to write it (SPEC §5.3).
+    /// The ApiServer answered a request about one object with another: another kind,
+    /// namespace or name (or, for a list of EndpointSlices, an item that is not one of
+    /// epcheck's for the Service). Writes go only to the objects the config names, so nothing
+    /// is written from such a reply (SPEC §13).
     #[error(
-        "Service {namespace}/{name} has a selector ({selector}): its Endpoints object is owned by the Kubernetes endpoints controller, so epcheck will not write it; remove the selector from the Service (epcheck manages selector-less Services) or configure another name"
+        "{method} {url}: asked for {asked} but the ApiServer's reply is {got}; epcheck writes only to the objects its config names, so nothing was written from this reply; check that the ApiServer URL (and any proxy in front of it) reaches the cluster's kube-apiserver"
     )]
+    UnexpectedObject {
+        /// The HTTP method.
+        method: String,
+        /// The URL.
+        url: String,
+        /// What was asked for (`Endpoints default/redis`, or for a list what its items must be).
+        asked: String,
+        /// What came back, control characters escaped.
+        got: String,
+    },
+
+    /// The Service has a selector, so its endpoints belong to the cluster's controllers (the
+    /// endpoints and endpointslice controllers), and epcheck does not manage it (SPEC §5.3,
+    /// §9). In `mode: endpointslice` the EndpointSlices epcheck wrote for it are deleted
+    /// first, so kube-proxy stops routing to the addresses epcheck probed.
+    #[error("{}", selector_owned_text(namespace, name, selector, cleanup.as_deref()))]
     SelectorOwned {
         /// Namespace of the Service.
         namespace: String,
@@ -218,6 +236,8 @@ pub enum Error {
         name: String,
         /// The selector, as `k=v,k2=v2`.
         selector: String,
+        /// In `mode: endpointslice`, what became of epcheck's own slices of the Service.
+        cleanup: Option<Box<SliceCleanup>>,
     },
 
     /// Every attempt to write the object lost a race with another writer (`409 Conflict`
@@ -303,6 +323,83 @@ impl Error {
     pub fn is_conflict(&self) -> bool {
         self.api_kind() == Some(crate::client::ApiErrorKind::Conflict)
     }
+
+    /// Whether this is [`Error::SelectorOwned`]: the Service belongs to the cluster's
+    /// controllers and epcheck stands aside until its selector is removed.
+    pub fn is_selector_owned(&self) -> bool {
+        matches!(self, Self::SelectorOwned { .. })
+    }
+
+    /// Whether a write lost a race with another writer: `409 Conflict` (the object changed
+    /// since it was read), `409 AlreadyExists` (a create found it there), or the `422` a
+    /// create by `PUT` gets when the object appeared since it was read and its type needs a
+    /// `resourceVersion` on update (a Lease: `metadata.resourceVersion: Invalid value: 0: must
+    /// be specified for an update`; the value is not matched, its spelling differs between
+    /// releases). An ordinary retry, not a fault.
+    pub fn is_lost_race(&self) -> bool {
+        use crate::client::ApiErrorKind as K;
+        let Some(api) = self.api() else {
+            return false;
+        };
+        const FIELD: &str = "metadata.resourceVersion";
+        const NEEDED: &str = "must be specified for an update";
+        match api.kind() {
+            K::AlreadyExists | K::Conflict => true,
+            K::Invalid => {
+                api.causes.iter().any(|c| {
+                    c.field.as_deref() == Some(FIELD)
+                        && c.message.as_deref().is_some_and(|m| m.contains(NEEDED))
+                }) || (api.causes.is_empty()
+                    && api.message.contains(FIELD)
+                    && api.message.contains(NEEDED))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What became of epcheck's own EndpointSlices of a Service found to have a selector
+/// ([`Error::SelectorOwned`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SliceCleanup {
+    /// The names of the slices deleted (in a dry run: that would be).
+    pub deleted: Vec<String>,
+    /// Why deleting them failed, when it did (the next pass tries again).
+    pub error: Option<String>,
+    /// A dry run: nothing was deleted.
+    pub dry_run: bool,
+}
+
+/// The message of [`Error::SelectorOwned`].
+fn selector_owned_text(
+    namespace: &str,
+    name: &str,
+    selector: &str,
+    cleanup: Option<&SliceCleanup>,
+) -> String {
+    let none = SliceCleanup::default();
+    let SliceCleanup {
+        deleted,
+        error: cleanup_error,
+        dry_run,
+    } = cleanup.unwrap_or(&none);
+    let mut text = format!(
+        "Service {namespace}/{name} has a selector ({selector}): its endpoints belong to the cluster's controllers (the endpoints controller and the endpointslice controller), so epcheck does not manage it"
+    );
+    if !deleted.is_empty() {
+        let verb = if *dry_run { "would delete" } else { "deleted" };
+        text.push_str(&format!(
+            "; epcheck {verb} its own EndpointSlices for it ({}) so that kube-proxy routes only to what the controllers list",
+            deleted.join(", ")
+        ));
+    }
+    if let Some(e) = cleanup_error {
+        text.push_str(&format!(
+            "; deleting epcheck's own EndpointSlices for it failed ({e}), the next pass tries again"
+        ));
+    }
+    text.push_str("; remove the selector from the Service (epcheck manages selector-less Services) or configure another name");
+    text
 }
 
 /// Joins paths for messages: `"/a/token", "/b/token"`.

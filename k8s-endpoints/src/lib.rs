@@ -85,6 +85,7 @@ pub mod types;
 pub use client::{
     ApiError, ApiErrorKind, Client, ClientConfig, Lease, LeaseSpec, ReconcileAction, ReconcileMode,
     ReconcileOutcome, RequestObserver, ServiceInfo, TokenSource, TransportKind, VersionInfo,
+    escape_control,
 };
 pub use codec::{ContentType, to_json, to_yaml};
 pub use diff::{EndpointsDiff, PortKey, diff};

@@ -494,3 +494,74 @@ async fn no_target_at_all_writes_empty_subsets() {
     let obj = stored(&api);
     assert!(obj["subsets"].as_array().is_none_or(Vec::is_empty), "{obj}");
 }
+
+/// A reply that names another object than the one asked for is refused before anything is
+/// written from it (SPEC §13): the URL of a write comes from the config alone.
+#[tokio::test]
+async fn a_reply_naming_another_object_writes_nothing() {
+    let (api, _dir, client) = setup(ContentType::Json).await;
+    // Allowed everywhere, so a write that went astray would succeed.
+    api.add_token(TOKEN, Permissions::all());
+    let seed = |ns: &str| {
+        api.insert_object(
+            Resource::Endpoints,
+            ns,
+            json!({"metadata": {"name": "redis", "labels": {"app.kubernetes.io/managed-by": "epcheck"}},
+                   "subsets": [{"addresses": [{"ip": "198.51.100.9"}], "ports": [{"port": 6379, "protocol": "TCP"}]}]}),
+        )
+    };
+    seed("default");
+    let victim = seed("kube-system");
+    let (renderer, ready) = (renderer(), ips(&["198.51.100.1"]));
+    let run = || reconcile(&client, &renderer, &ready, &[], ReconcileMode::Apply);
+    for (patch, got) in [
+        (
+            json!({"namespace": "kube-system"}),
+            "Endpoints kube-system/redis",
+        ),
+        (json!({"name": "kube-dns"}), "Endpoints default/kube-dns"),
+    ] {
+        api.clear_requests();
+        api.push_fault(
+            FaultRule::new(Fault::RewriteMetadata(patch))
+                .method("GET")
+                .path_contains("/endpoints/"),
+        );
+        let err = run().await.unwrap_err();
+        assert!(matches!(err, Error::UnexpectedObject { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!(
+                "asked for Endpoints default/redis but the ApiServer's reply is {got}"
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("nothing was written"), "{msg}");
+        assert!(api.writes().is_empty(), "{:?}", summaries(&api.writes()));
+    }
+    // Another kind is refused the same way.
+    api.push_fault(
+        FaultRule::new(Fault::RewriteReply(json!({"kind": "Secret"})))
+            .method("GET")
+            .path_contains("/endpoints/"),
+    );
+    let msg = run().await.unwrap_err().to_string();
+    assert!(msg.contains("reply is Secret default/redis"), "{msg}");
+    // So is a Service reply for another Service (its selector would decide ownership).
+    api.push_fault(
+        FaultRule::new(Fault::RewriteMetadata(json!({"name": "other"})))
+            .path_contains("/services/"),
+    );
+    let msg = run().await.unwrap_err().to_string();
+    assert!(msg.contains("asked for Service default/redis"), "{msg}");
+    assert!(api.writes().is_empty());
+    assert_eq!(
+        api.get_object(Resource::Endpoints, "kube-system", "redis"),
+        Some(victim)
+    );
+    // Without the fault the configured object is written, and only it.
+    run().await.unwrap();
+    let writes = api.writes();
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].path, EP_PATH);
+}

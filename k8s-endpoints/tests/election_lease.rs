@@ -345,3 +345,76 @@ async fn a_stalled_leader_steps_down_before_anyone_takes_over() {
     let takeover = writes.iter().position(|(_, h, _)| h != "a").unwrap();
     assert!(writes[takeover..].iter().all(|(_, h, _)| h != "a"));
 }
+
+fn client(api: &ApiServer) -> Client {
+    let mut cfg = ClientConfig::from_url(api.url());
+    cfg.ca_file = None;
+    cfg.token = TokenSource::Static(Token::new(TOKEN));
+    Client::new(cfg).unwrap()
+}
+
+/// Replicas that start together all find no Lease and create it with a `PUT`; those that lose
+/// get a `422` (`must be specified for an update`). That is an ordinary retry: the error says
+/// so, and nothing in it points at endpoint templates or target IPs (SPEC §9).
+#[tokio::test]
+async fn losing_the_creation_race_says_so_without_endpoint_hints() {
+    let api = api().await;
+    let client = client(&api);
+    let lease = Lease::new("default", "epcheck");
+    client
+        .create_lease("default", "epcheck", &lease)
+        .await
+        .unwrap();
+    let err = client
+        .create_lease("default", "epcheck", &lease)
+        .await
+        .unwrap_err();
+    assert!(err.is_lost_race(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("must be specified for an update"), "{text}");
+    assert!(
+        text.contains("another replica created the Lease first"),
+        "{text}"
+    );
+    for unrelated in ["endpoint_template", "loopback", "IPs"] {
+        assert!(!text.contains(unrelated), "{text}");
+    }
+}
+
+/// A Lease reply naming another Lease is refused, and a write goes only to the Lease named by
+/// the caller (SPEC §13).
+#[tokio::test]
+async fn lease_replies_and_writes_stay_on_the_configured_lease() {
+    let api = api().await;
+    let client = client(&api);
+    let created = client
+        .create_lease("default", "epcheck", &Lease::new("default", "epcheck"))
+        .await
+        .unwrap();
+    api.push_fault(
+        FaultRule::new(Fault::RewriteMetadata(
+            serde_json::json!({"name": "kube-scheduler"}),
+        ))
+        .method("GET"),
+    );
+    let err = client.get_lease("default", "epcheck").await.unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "asked for Lease default/epcheck but the ApiServer's reply is Lease default/kube-scheduler"
+        ),
+        "{err}"
+    );
+    // A body naming another Lease is not sent at all.
+    api.clear_requests();
+    let mut other = created.clone();
+    other.metadata.name = Some("kube-scheduler".into());
+    let err = client
+        .update_lease("default", "epcheck", &other)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("Lease default/kube-scheduler"),
+        "{err}"
+    );
+    assert!(api.requests().is_empty());
+}

@@ -369,8 +369,67 @@ async fn a_service_with_a_selector_is_refused() {
     let err = refused(&client).await;
     assert!(matches!(err, Error::SelectorOwned { .. }), "{err}");
     assert!(err.to_string().contains("app=redis"), "{err}");
-    assert_eq!(api.requests().len(), 1);
     assert!(api.writes().is_empty());
+}
+
+#[tokio::test]
+async fn a_service_that_gains_a_selector_loses_epcheck_slices_and_keeps_the_controllers() {
+    let (api, client) = setup().await;
+    run(&client, &v4s(1..=101), &[]).await;
+    assert_eq!(stored(&api).len(), 2);
+    // The Service gains a selector; the endpointslice controller writes its own slice.
+    api.put_service_with_selector("default", "redis", [("app", "redis")]);
+    api.insert_object(
+        Resource::EndpointSlices,
+        "default",
+        serde_json::json!({"metadata": {"name": "redis-abcde", "labels": {
+            SERVICE_NAME_LABEL: "redis", SLICE_MANAGED_BY_LABEL: CONTROLLER_MANAGED_BY_VALUE}},
+            "addressType": "IPv4", "endpoints": []}),
+    );
+    // A dry run says what it would delete and deletes nothing.
+    api.clear_requests();
+    let err = try_run(&client, KEEP, &[v4(1)], &[], ReconcileMode::DryRun)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("would delete its own EndpointSlices for it (redis-epcheck-ipv4-0, redis-epcheck-ipv4-1)"),
+        "{err}"
+    );
+    assert!(api.writes().is_empty());
+
+    let err = refused(&client).await;
+    assert!(err.is_selector_owned(), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(
+            "deleted its own EndpointSlices for it (redis-epcheck-ipv4-0, redis-epcheck-ipv4-1)"
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("remove the selector"), "{msg}");
+    let deletes: Vec<String> = api
+        .writes()
+        .iter()
+        .map(|w| format!("{} {}", w.method, w.path))
+        .collect();
+    assert_eq!(
+        deletes,
+        [
+            format!("DELETE {COLLECTION}/redis-epcheck-ipv4-0"),
+            format!("DELETE {COLLECTION}/redis-epcheck-ipv4-1")
+        ]
+    );
+    assert_eq!(sizes(&stored(&api)), ["redis-abcde IPv4 0"]);
+
+    // Still owned: nothing more to delete, still refused.
+    api.clear_requests();
+    assert!(refused(&client).await.is_selector_owned());
+    assert!(api.writes().is_empty());
+    // The selector goes: epcheck manages the Service again.
+    api.put_service("default", "redis");
+    let out = run(&client, &[v4(1)], &[]).await;
+    assert_eq!(out.action, ReconcileAction::Created);
 }
 
 #[tokio::test]
@@ -492,4 +551,73 @@ fn endpoints_of_a_slice_managed_service_skip_mirroring() {
     );
     assert_eq!(ep.metadata.labels[SKIP_MIRROR_LABEL], "true");
     assert!(!mark_skip_mirror(&mut ep));
+}
+
+/// A list reply holding a slice of another namespace, or one without epcheck's labels for the
+/// Service, is refused before anything is written from it (SPEC §13).
+#[tokio::test]
+async fn a_list_holding_other_slices_writes_nothing() {
+    let (api, client) = setup().await;
+    run(&client, &[v4(1)], &[]).await;
+    for (patch, got) in [
+        (
+            serde_json::json!({"namespace": "kube-system"}),
+            "EndpointSlice kube-system/redis-epcheck-ipv4-0",
+        ),
+        (
+            serde_json::json!({"labels": {SLICE_MANAGED_BY_LABEL: CONTROLLER_MANAGED_BY_VALUE}}),
+            "endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io",
+        ),
+        (
+            serde_json::json!({"labels": {SERVICE_NAME_LABEL: null}}),
+            "kubernetes.io/service-name=(none)",
+        ),
+    ] {
+        api.clear_requests();
+        api.push_fault(
+            FaultRule::new(Fault::RewriteMetadata(patch))
+                .method("GET")
+                .path_contains("endpointslices"),
+        );
+        // A change is due, so a write would follow the list.
+        let err = try_run(&client, KEEP, &[v4(2)], &[], APPLY)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::UnexpectedObject { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(got), "{msg}");
+        assert!(
+            msg.contains("asked for the EndpointSlices in namespace default labelled kubernetes.io/service-name=redis,endpointslice.kubernetes.io/managed-by=epcheck.io"),
+            "{msg}"
+        );
+        assert!(api.writes().is_empty(), "{:?}", summaries(&api.writes()));
+    }
+    api.push_fault(
+        FaultRule::new(Fault::RewriteReply(
+            serde_json::json!({"kind": "SecretList"}),
+        ))
+        .method("GET")
+        .path_contains("endpointslices"),
+    );
+    let err = try_run(&client, KEEP, &[v4(2)], &[], APPLY)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a SecretList instead of an EndpointSliceList"),
+        "{err}"
+    );
+    assert!(api.writes().is_empty());
+    // The reply to a write is checked too.
+    api.push_fault(
+        FaultRule::new(Fault::RewriteMetadata(serde_json::json!({"name": "x"}))).method("PUT"),
+    );
+    let err = try_run(&client, KEEP, &[v4(2)], &[], APPLY)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("asked for EndpointSlice default/redis-epcheck-ipv4-0 but the ApiServer's reply is EndpointSlice default/x"),
+        "{err}"
+    );
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use k8s_endpoints::{ReconcileAction, ReconcileMode, Renderer};
 
-use crate::apiserver::{connect, effective_policy, not_ready_supported};
+use crate::apiserver::{connect, server_policy};
 use crate::cli::{OnceArgs, OutputFormat};
 use crate::config::{Environment, Loaded, load};
 use crate::report::{Action, Report, ServiceReport, TargetReport};
@@ -42,10 +42,7 @@ pub async fn run(
         ReconcileMode::Apply
     };
     let concurrency = crate::effective_concurrency(config.concurrency);
-    let (round, supported) = tokio::join!(
-        probe_all(&config, concurrency),
-        not_ready_supported(&client)
-    );
+    let (round, server) = tokio::join!(probe_all(&config, concurrency), server_policy(&client));
     let held = failsafe_holds(&config, &round);
     if held {
         tracing::error!(
@@ -78,21 +75,23 @@ pub async fn run(
         if held {
             report.error = Some("fail-safe: every probe failed; nothing written".into());
         } else {
-            let policy = effective_policy(service.not_ready, supported);
             let outcome = match Renderer::new(
                 &config.endpoint_template,
                 &service.namespace,
                 &service.name,
                 service.ports.clone(),
-                policy,
+                server.not_ready(service.not_ready),
             )
-            .and_then(|r| ObjectWriter::new(r, config.mode))
+            .and_then(|r| ObjectWriter::new(r, config.mode, server))
             {
                 Ok(writer) => writer.reconcile(&client, &ready, &not_ready, mode).await,
                 Err(e) => Err(e),
             };
             match outcome {
                 Ok(o) => {
+                    if let Some(unmatched) = &o.unmatched_ports {
+                        tracing::warn!(service = %service.key, "{unmatched}");
+                    }
                     if o.action.is_write() {
                         tracing::info!(
                             service = %service.key,

@@ -85,6 +85,11 @@ pub struct ServiceSlot {
     pub last_reconcile: Option<SystemTime>,
     /// Why the last reconcile failed.
     pub last_error: Option<String>,
+    /// The Service has a selector: the cluster's controllers own its endpoints and epcheck
+    /// stands aside, checking again only at each resync (SPEC §9).
+    pub selector_owned: bool,
+    /// The warning about configured ports that match no port of the Service was logged.
+    pub ports_warned: bool,
 }
 
 /// Probe-core's health as stored.

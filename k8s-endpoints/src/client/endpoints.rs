@@ -1,6 +1,10 @@
 //! Reading and writing Endpoints objects: get, replace (`PUT` with the `resourceVersion`
 //! read) and create (`PUT` to the object's own URL, falling back to `POST`).
 //!
+//! Every URL is made from the path template and the namespace and name the caller passes
+//! (the configured ones), never from a body; every reply is checked to be that object
+//! ([`ObjectRef`], SPEC §13).
+//!
 //! Creating with a `PUT` to the named URL and no `resourceVersion` works because the
 //! ApiServer creates Endpoints on update; it is authorised as a `create` *of that name*, so
 //! RBAC can restrict epcheck's `create` with `resourceNames` (SPEC §10), which a `POST` to
@@ -12,10 +16,11 @@ use serde::de::DeserializeOwned;
 
 use super::Client;
 use super::error::ApiErrorKind;
+use super::object_ref::ObjectRef;
 use super::request::{Action, Request, Response};
 use crate::codec;
 use crate::error::Error;
-use crate::types::Endpoints;
+use crate::types::{ENDPOINTS_KIND, Endpoints};
 
 impl Client {
     /// Reads an Endpoints object; `None` when it does not exist.
@@ -25,7 +30,7 @@ impl Client {
     /// [`Error::InvalidObjectName`] for a bad namespace or name; [`Error::Api`] for any
     /// answer but `200` and `404` (after the retries of transient failures);
     /// [`Error::Transport`]; [`Error::InvalidResponse`] when the body is not an Endpoints
-    /// object.
+    /// object; [`Error::UnexpectedObject`] when it is another one (another namespace or name).
     pub async fn get_endpoints(
         &self,
         namespace: &str,
@@ -39,23 +44,37 @@ impl Client {
             action: action("get", namespace, Some(name)),
         };
         match self.execute(&req).await {
-            Ok(resp) => self.decode(&req, &resp).map(Some),
+            Ok(resp) => self
+                .decode_checked(&req, &resp, ObjectRef::new(ENDPOINTS_KIND, namespace, name))
+                .map(Some),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Replaces an Endpoints object with `PUT` to its URL. The body's
-    /// `metadata.resourceVersion` (the one read) makes the ApiServer refuse the write with
-    /// `409 Conflict` if someone else wrote in between.
+    /// Replaces the Endpoints object `namespace/name` with `PUT` to its URL, made from the
+    /// path template and these two values only. The body's `metadata.resourceVersion` (the
+    /// one read) makes the ApiServer refuse the write with `409 Conflict` if someone else
+    /// wrote in between.
     ///
     /// # Errors
     ///
-    /// As [`get_endpoints`](Self::get_endpoints); `404` is an error here.
-    pub async fn replace_endpoints(&self, endpoints: &Endpoints) -> Result<Endpoints, Error> {
-        let (namespace, name) = names(endpoints)?;
+    /// As [`get_endpoints`](Self::get_endpoints); `404` is an error here;
+    /// [`Error::InvalidObjectName`] when the body's metadata names another object (nothing is
+    /// sent).
+    pub async fn replace_endpoints(
+        &self,
+        namespace: &str,
+        name: &str,
+        endpoints: &Endpoints,
+    ) -> Result<Endpoints, Error> {
+        ObjectRef::new(ENDPOINTS_KIND, namespace, name).check_body(&endpoints.metadata)?;
         if endpoints.metadata.resource_version.is_none() {
-            tracing::debug!(object = %endpoints.key(), "replacing Endpoints without a resourceVersion (unconditional update)");
+            tracing::debug!(
+                namespace,
+                name,
+                "replacing Endpoints without a resourceVersion (unconditional update)"
+            );
         }
         let req = Request {
             method: Method::PUT,
@@ -64,20 +83,28 @@ impl Client {
             action: action("update", namespace, Some(name)),
         };
         let resp = self.execute(&req).await?;
-        self.decode(&req, &resp)
+        self.decode_checked(&req, &resp, ObjectRef::new(ENDPOINTS_KIND, namespace, name))
     }
 
-    /// Creates an Endpoints object: `PUT` to its own URL without a `resourceVersion`, then,
-    /// if that is refused with `404`, `405` or `403`, `POST` to the collection path. Server
+    /// Creates the Endpoints object `namespace/name`: `PUT` to its own URL without a
+    /// `resourceVersion`, then, if that is refused with `404`, `405` or `403`, `POST` to the
+    /// collection path (both made from the path template and these two values only). Server
     /// metadata in the body (`resourceVersion`, `uid`) is dropped first.
     ///
     /// # Errors
     ///
-    /// As [`get_endpoints`](Self::get_endpoints); [`ApiErrorKind::AlreadyExists`] when a
-    /// `POST` finds the object there.
-    pub async fn create_endpoints(&self, endpoints: &Endpoints) -> Result<Endpoints, Error> {
-        let (namespace, name) = names(endpoints)?;
+    /// As [`replace_endpoints`](Self::replace_endpoints); [`ApiErrorKind::AlreadyExists`]
+    /// when a `POST` finds the object there.
+    pub async fn create_endpoints(
+        &self,
+        namespace: &str,
+        name: &str,
+        endpoints: &Endpoints,
+    ) -> Result<Endpoints, Error> {
+        ObjectRef::new(ENDPOINTS_KIND, namespace, name).check_body(&endpoints.metadata)?;
         let mut body = endpoints.clone();
+        body.metadata.namespace = Some(namespace.to_owned());
+        body.metadata.name = Some(name.to_owned());
         body.metadata.resource_version = None;
         body.metadata.uid = None;
         let encoded = codec::encode(&body, self.inner.content_type)?;
@@ -92,9 +119,17 @@ impl Client {
                 if resp.status == http::StatusCode::OK {
                     // 200 instead of 201: the object appeared after it was read as missing,
                     // and this PUT (unconditional) replaced it.
-                    tracing::warn!(object = %body.key(), "Endpoints appeared while epcheck was creating it; it was replaced");
+                    tracing::warn!(
+                        namespace,
+                        name,
+                        "Endpoints appeared while epcheck was creating it; it was replaced"
+                    );
                 }
-                return self.decode(&put, &resp);
+                return self.decode_checked(
+                    &put,
+                    &resp,
+                    ObjectRef::new(ENDPOINTS_KIND, namespace, name),
+                );
             }
             Err(e) => match e.api_kind() {
                 Some(
@@ -106,7 +141,7 @@ impl Client {
             },
         };
         tracing::info!(
-            object = %body.key(), error = %refused,
+            namespace, name, error = %refused,
             "creating Endpoints by PUT was refused; creating it with POST"
         );
         let post = Request {
@@ -116,7 +151,11 @@ impl Client {
             action: action("create", namespace, None),
         };
         let resp = self.execute(&post).await?;
-        self.decode(&post, &resp)
+        self.decode_checked(
+            &post,
+            &resp,
+            ObjectRef::new(ENDPOINTS_KIND, namespace, name),
+        )
     }
 
     /// Decodes a JSON response body.
@@ -132,10 +171,11 @@ impl Client {
             Error::InvalidResponse {
                 method: req.method.to_string(),
                 url: self.inner.base.join(&req.path),
-                problem: format!(
+                // The decoder quotes keys and values of the body: escape them.
+                problem: super::error::escaped(&format!(
                     "{e}{detail} (body starts {:?})",
                     super::error::sanitize_snippet(&resp.body)
-                ),
+                )),
             }
         })
     }
@@ -147,42 +187,5 @@ fn action(verb: &'static str, namespace: &str, name: Option<&str>) -> Action {
         resource: "endpoints",
         namespace: Some(namespace.to_owned()),
         name: name.map(str::to_owned),
-    }
-}
-
-/// The namespace and name of an object to write.
-fn names(endpoints: &Endpoints) -> Result<(&str, &str), Error> {
-    let missing = |what: &'static str| Error::InvalidObjectName {
-        what,
-        value: String::new(),
-        problem: "the object to write has none in its metadata".to_owned(),
-    };
-    let ns = endpoints
-        .metadata
-        .namespace
-        .as_deref()
-        .ok_or_else(|| missing("namespace"))?;
-    let name = endpoints
-        .metadata
-        .name
-        .as_deref()
-        .ok_or_else(|| missing("Endpoints name"))?;
-    Ok((ns, name))
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    #[test]
-    fn names_are_required() {
-        let mut ep = Endpoints::new("default", "redis");
-        assert_eq!(names(&ep).unwrap(), ("default", "redis"));
-        ep.metadata.name = None;
-        let msg = names(&ep).unwrap_err().to_string();
-        assert!(msg.contains("Endpoints name"), "{msg}");
-        ep.metadata.namespace = None;
-        assert!(names(&ep).unwrap_err().to_string().contains("namespace"));
     }
 }

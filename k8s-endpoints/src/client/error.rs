@@ -5,7 +5,13 @@
 //! `Too many requests` from the priority-and-fairness filter, garbage) gives an error with the
 //! HTTP status text and a short, sanitized snippet of the body: no markup, no control
 //! characters, at most [`SNIPPET_CHARS`] characters.
+//!
+//! Text the ApiServer sends (a `Status` message, reason and causes; `Warning` headers; names
+//! and values quoted back from a reply) goes through [`escape_control`] before it is kept in
+//! an error or logged, so that a newline or a terminal escape sequence from the network can
+//! neither forge a log line nor reach a terminal raw (SPEC §13).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -124,11 +130,13 @@ impl ApiError {
                 let details = st.details.as_ref();
                 (
                     st.reason
-                        .clone()
+                        .as_deref()
                         .filter(|r| !r.is_empty())
-                        .unwrap_or_else(|| http_text.to_owned()),
-                    st.message.clone().unwrap_or_default(),
-                    details.map(|d| d.causes.clone()).unwrap_or_default(),
+                        .map_or_else(|| http_text.to_owned(), escaped),
+                    st.message.as_deref().map(escaped).unwrap_or_default(),
+                    details
+                        .map(|d| d.causes.iter().map(escaped_cause).collect())
+                        .unwrap_or_default(),
                     details
                         .and_then(|d| d.retry_after_seconds)
                         .and_then(|s| u64::try_from(s).ok())
@@ -270,6 +278,37 @@ impl fmt::Display for TransportKind {
             Self::Dns => "cannot resolve the ApiServer's host name",
             Self::Other => "request to the ApiServer failed",
         })
+    }
+}
+
+/// Escapes the control characters of text that came from the network, so that it can go
+/// into a log line, an error or a report: a newline cannot start a forged log line and an
+/// escape sequence (`ESC [ 31 m`, or a C1 control such as U+009B) cannot reach a terminal.
+///
+/// Text without control characters is returned as it is. Otherwise the whole text is escaped
+/// the way probe replies are (`<[u8]>::escape_ascii`: `\n`, `\r`, `\t`, `\x1b`, quotes and
+/// bytes outside printable ASCII as `\"` and `\xNN`), so one escaping serves every text from
+/// outside and a reader sees the same form wherever it came from.
+pub fn escape_control(text: &str) -> Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        Cow::Owned(text.as_bytes().escape_ascii().to_string())
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// [`escape_control`] into an owned `String`.
+pub(crate) fn escaped(text: &str) -> String {
+    escape_control(text).into_owned()
+}
+
+/// A `Status` cause with its texts escaped.
+fn escaped_cause(c: &StatusCause) -> StatusCause {
+    StatusCause {
+        reason: c.reason.as_deref().map(escaped),
+        message: c.message.as_deref().map(escaped),
+        field: c.field.as_deref().map(escaped),
+        ..c.clone()
     }
 }
 
@@ -455,6 +494,34 @@ mod tests {
         assert_eq!(err(599, "{}").reason, "Unknown Status");
         // JSON that is not a Status is shown as a snippet.
         assert!(err(500, r#"{"a":1}"#).message.contains(r#"{\"a\":1}"#));
+    }
+
+    #[test]
+    fn server_text_is_escaped() {
+        let e = err(
+            422,
+            r#"{"kind":"Status","code":422,"reason":"Invalid\u001b[0m",
+                "message":"Endpoints \"r\" is invalid\nE0101 forged log line \u001b[31mred\u009b2J",
+                "details":{"causes":[{"reason":"FieldValueInvalid","field":"subsets\r[0]",
+                                      "message":"bad\u0007"}]}}"#,
+        );
+        let text = e.to_string();
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(
+            text.contains(
+                r#"Endpoints \"r\" is invalid\nE0101 forged log line \x1b[31mred\xc2\x9b2J"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r"subsets\r[0]: bad\x07"), "{text}");
+        assert_eq!(e.reason, r"Invalid\x1b[0m");
+        // Clean text is left as it is.
+        let e = err(
+            409,
+            r#"{"kind":"Status","code":409,"message":"endpoints \"r\" \u00e9"}"#,
+        );
+        assert_eq!(e.message, "endpoints \"r\" \u{e9}");
+        assert_eq!(escape_control("plain"), Cow::Borrowed("plain"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::Client;
 use super::error::ApiErrorKind;
+use super::object_ref::ObjectRef;
 use super::request::{Action, Request};
 use crate::election::MicroTime;
 use crate::error::Error;
@@ -122,7 +123,7 @@ impl Client {
     ///
     /// [`Error::InvalidObjectName`] for a bad namespace or name; [`Error::Api`] for any
     /// answer but `200` and `404`; [`Error::Transport`]; [`Error::InvalidResponse`] when the
-    /// body is not a Lease.
+    /// body is not a Lease; [`Error::UnexpectedObject`] when it is another one.
     pub async fn get_lease(&self, namespace: &str, name: &str) -> Result<Option<Lease>, Error> {
         let req = Request {
             method: Method::GET,
@@ -131,23 +132,34 @@ impl Client {
             action: action("get", namespace, name),
         };
         match self.execute(&req).await {
-            Ok(resp) => self.decode(&req, &resp).map(Some),
+            Ok(resp) => self
+                .decode_checked(&req, &resp, ObjectRef::new(LEASE_KIND, namespace, name))
+                .map(Some),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(lease_hint(e)),
         }
     }
 
-    /// Creates a Lease with a `PUT` to its own URL and no `resourceVersion` (server
-    /// metadata in `lease` is dropped first). When the Lease appeared in the meantime the
-    /// ApiServer refuses the `PUT` (`422`: an update needs a `resourceVersion`), so a
-    /// competitor's Lease is never overwritten.
+    /// Creates the Lease `namespace/name` with a `PUT` to its own URL (made from these two
+    /// values only) and no `resourceVersion` (server metadata in `lease` is dropped first).
+    /// When the Lease appeared in the meantime the ApiServer refuses the `PUT` (`422`: an
+    /// update needs a `resourceVersion`), so a competitor's Lease is never overwritten; that
+    /// refusal is [`Error::is_lost_race`].
     ///
     /// # Errors
     ///
-    /// As [`get_lease`](Self::get_lease); `404` is an error here.
-    pub async fn create_lease(&self, lease: &Lease) -> Result<Lease, Error> {
-        let (namespace, name) = names(lease)?;
+    /// As [`get_lease`](Self::get_lease); `404` is an error here;
+    /// [`Error::InvalidObjectName`] when `lease` names another object (nothing is sent).
+    pub async fn create_lease(
+        &self,
+        namespace: &str,
+        name: &str,
+        lease: &Lease,
+    ) -> Result<Lease, Error> {
+        ObjectRef::new(LEASE_KIND, namespace, name).check_body(&lease.metadata)?;
         let mut body = lease.clone();
+        body.metadata.namespace = Some(namespace.to_owned());
+        body.metadata.name = Some(name.to_owned());
         body.metadata.resource_version = None;
         body.metadata.uid = None;
         body.metadata.creation_timestamp = None;
@@ -158,18 +170,25 @@ impl Client {
             action: action("create", namespace, name),
         };
         let resp = self.execute(&req).await.map_err(lease_hint)?;
-        self.decode(&req, &resp)
+        self.decode_checked(&req, &resp, ObjectRef::new(LEASE_KIND, namespace, name))
     }
 
-    /// Replaces a Lease with a `PUT` carrying its `metadata.resourceVersion`; the ApiServer
-    /// answers `409 Conflict` when someone else wrote it since it was read.
+    /// Replaces the Lease `namespace/name` with a `PUT` to its URL (made from these two values
+    /// only) carrying `lease`'s `metadata.resourceVersion`; the ApiServer answers `409
+    /// Conflict` when someone else wrote it since it was read.
     ///
     /// # Errors
     ///
-    /// As [`get_lease`](Self::get_lease); [`Error::InvalidObjectName`] when `lease` has no
-    /// `resourceVersion` (the ApiServer would refuse it).
-    pub async fn update_lease(&self, lease: &Lease) -> Result<Lease, Error> {
-        let (namespace, name) = names(lease)?;
+    /// As [`create_lease`](Self::create_lease); [`Error::InvalidObjectName`] when `lease` has
+    /// no `resourceVersion` (the ApiServer would refuse it).
+    pub async fn update_lease(
+        &self,
+        namespace: &str,
+        name: &str,
+        lease: &Lease,
+    ) -> Result<Lease, Error> {
+        let target = ObjectRef::new(LEASE_KIND, namespace, name);
+        target.check_body(&lease.metadata)?;
         if lease
             .metadata
             .resource_version
@@ -180,8 +199,7 @@ impl Client {
                 what: "Lease resourceVersion",
                 value: String::new(),
                 problem: format!(
-                    "updating Lease {} needs the resourceVersion that was read",
-                    lease.key()
+                    "updating Lease {namespace}/{name} needs the resourceVersion that was read"
                 ),
             });
         }
@@ -192,7 +210,7 @@ impl Client {
             action: action("update", namespace, name),
         };
         let resp = self.execute(&req).await.map_err(lease_hint)?;
-        self.decode(&req, &resp)
+        self.decode_checked(&req, &resp, ObjectRef::new(LEASE_KIND, namespace, name))
     }
 }
 
@@ -205,34 +223,25 @@ fn action(verb: &'static str, namespace: &str, name: &str) -> Action {
     }
 }
 
-/// Replaces the Endpoints-specific RBAC hint of a `403` with the Lease one.
+/// Replaces the Endpoints-specific hints of a `403`, `400` and `422` with the Lease ones:
+/// nothing about endpoint templates or target IPs concerns a Lease.
 fn lease_hint(mut err: Error) -> Error {
-    if let Error::Api(api) = &mut err
-        && api.kind() == ApiErrorKind::Forbidden
-    {
-        api.hint = "leader election needs, in the Lease's namespace, a Role with get, update and create on leases.coordination.k8s.io, restricted by resourceNames to the Lease's name, bound to epcheck's service account (SPEC §10; `epcheck manifests` prints one)".to_owned();
+    let race = err.is_lost_race();
+    if let Error::Api(api) = &mut err {
+        match api.kind() {
+            ApiErrorKind::Forbidden => {
+                api.hint = "leader election needs, in the Lease's namespace, a Role with get, update and create on leases.coordination.k8s.io, restricted by resourceNames to the Lease's name, bound to epcheck's service account (SPEC §10; `epcheck manifests` prints one)".to_owned();
+            }
+            _ if race => {
+                api.hint = "another replica created the Lease first; it is read again and the election goes on".to_owned();
+            }
+            ApiErrorKind::Invalid | ApiErrorKind::BadRequest => {
+                api.hint = "the ApiServer refused the Lease; check leader_election (name, namespace, lease_duration)".to_owned();
+            }
+            _ => {}
+        }
     }
     err
-}
-
-/// The namespace and name of a Lease to write.
-fn names(lease: &Lease) -> Result<(&str, &str), Error> {
-    let missing = |what: &'static str| Error::InvalidObjectName {
-        what,
-        value: String::new(),
-        problem: "the Lease to write has none in its metadata".to_owned(),
-    };
-    let ns = lease
-        .metadata
-        .namespace
-        .as_deref()
-        .ok_or_else(|| missing("namespace"))?;
-    let name = lease
-        .metadata
-        .name
-        .as_deref()
-        .ok_or_else(|| missing("Lease name"))?;
-    Ok((ns, name))
 }
 
 #[cfg(test)]
@@ -293,16 +302,10 @@ mod tests {
     }
 
     #[test]
-    fn names_are_required() {
+    fn keys() {
         let mut lease = Lease::new("default", "epcheck");
-        assert_eq!(names(&lease).unwrap(), ("default", "epcheck"));
         assert_eq!(lease.key(), "default/epcheck");
         lease.metadata.name = None;
-        assert!(
-            names(&lease)
-                .unwrap_err()
-                .to_string()
-                .contains("Lease name")
-        );
+        assert_eq!(lease.key(), "default/?");
     }
 }

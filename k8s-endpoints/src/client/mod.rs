@@ -56,6 +56,7 @@ mod config;
 mod endpoints;
 mod error;
 mod lease;
+mod object_ref;
 mod reconcile;
 mod request;
 mod retry;
@@ -72,13 +73,13 @@ pub use config::{
     default_ca_file, default_user_agent, redact_url,
 };
 pub use error::{
-    ApiError, ApiErrorKind, SNIPPET_CHARS, TransportKind, parse_retry_after, parse_status,
-    sanitize_snippet,
+    ApiError, ApiErrorKind, SNIPPET_CHARS, TransportKind, escape_control, parse_retry_after,
+    parse_status, sanitize_snippet,
 };
 pub use lease::{LEASE_API_VERSION, LEASE_KIND, Lease, LeaseSpec};
 pub use reconcile::{ReconcileAction, ReconcileMode, ReconcileOutcome, reconcile};
 pub use retry::{Backoff, RetryDecision, RetryPolicy, classify};
-pub use service::ServiceInfo;
+pub use service::{ServiceInfo, ServicePort};
 pub use slices::{SlicesOutcome, reconcile_slices};
 pub use tls::parse_ca_pem;
 pub use version::VersionInfo;

@@ -116,6 +116,7 @@ pub async fn reconcile(
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
                 selector: svc.selector_text(),
+                cleanup: None,
             });
         }
         Some(_) => {}
@@ -192,7 +193,10 @@ async fn create(
     if mode == ReconcileMode::DryRun {
         return Ok((ReconcileAction::WouldCreate, changes, desired));
     }
-    match client.create_endpoints(&desired).await {
+    match client
+        .create_endpoints(renderer.namespace(), renderer.name(), &desired)
+        .await
+    {
         Ok(written) => {
             tracing::info!(object = %desired.key(), changes = %changes, "created Endpoints");
             Ok((ReconcileAction::Created, changes, written))
@@ -219,7 +223,10 @@ async fn update(
     if mode == ReconcileMode::DryRun {
         return Ok((ReconcileAction::WouldUpdate, changes, body));
     }
-    match client.replace_endpoints(&body).await {
+    match client
+        .replace_endpoints(renderer.namespace(), renderer.name(), &body)
+        .await
+    {
         Ok(written) => {
             tracing::info!(object = %body.key(), changes = %changes, "updated Endpoints");
             Ok((ReconcileAction::Updated, changes, written))

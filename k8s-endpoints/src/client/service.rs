@@ -1,5 +1,7 @@
 //! The little epcheck needs to know about a Service: whether it has a selector (then the
-//! endpoints controller owns its Endpoints and epcheck must not write them, SPEC §5.3).
+//! endpoints controller owns its Endpoints and epcheck must not write them, SPEC §5.3), its
+//! uid (the owner of epcheck's EndpointSlices) and its ports (kube-proxy routes a Service port
+//! to the endpoint port of the same name, SPEC §9).
 //!
 //! Only a handful of fields are decoded; everything else in the Service is ignored.
 
@@ -9,6 +11,7 @@ use http::Method;
 use serde::Deserialize;
 
 use super::Client;
+use super::object_ref::ObjectRef;
 use super::request::{Action, Request};
 use crate::error::Error;
 use crate::path::{check_name, check_namespace};
@@ -30,6 +33,23 @@ pub struct ServiceInfo {
     pub resource_version: Option<String>,
     /// `metadata.uid`: what the owner reference of epcheck's EndpointSlices names.
     pub uid: Option<String>,
+    /// `spec.ports`.
+    pub ports: Vec<ServicePort>,
+}
+
+/// One port of a Service, the fields that decide which endpoint port it routes to.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePort {
+    /// The port's name; empty or absent for the one port of a single-port Service.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The Service's port number.
+    #[serde(default)]
+    pub port: i32,
+    /// `TCP` when absent.
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 impl ServiceInfo {
@@ -39,13 +59,51 @@ impl ServiceInfo {
         !self.selector.is_empty()
     }
 
-    /// The selector as `k=v,k2=v2`.
+    /// The selector as `k=v,k2=v2`, control characters escaped
+    /// ([`escape_control`](super::escape_control)): it is quoted in errors.
     pub fn selector_text(&self) -> String {
-        self.selector
+        let text = self
+            .selector
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
-            .join(",")
+            .join(",");
+        super::error::escaped(&text)
+    }
+
+    /// The names of `ports` (endpoint ports: the template's, or a service's `ports`) that
+    /// match no port of this Service. kube-proxy sends the traffic of a Service port to the
+    /// endpoint port of the same name (both empty for a single unnamed port), so such a port
+    /// routes nothing. Unnamed ports are listed as `""`; names are escaped for messages.
+    pub fn unmatched_ports(&self, ports: &[crate::types::EndpointPort]) -> Vec<String> {
+        ports
+            .iter()
+            .map(|p| p.name.clone().unwrap_or_default())
+            .filter(|name| {
+                !self
+                    .ports
+                    .iter()
+                    .any(|sp| sp.name.as_deref().unwrap_or_default() == name)
+            })
+            .map(|name| super::error::escaped(&name))
+            .collect()
+    }
+
+    /// The Service's port names, for messages: `http, metrics`, `(unnamed)` for a port without
+    /// a name, `(none)` when it has no port; escaped.
+    pub fn port_names(&self) -> String {
+        if self.ports.is_empty() {
+            return "(none)".to_owned();
+        }
+        let names: Vec<&str> = self
+            .ports
+            .iter()
+            .map(|p| match p.name.as_deref() {
+                None | Some("") => "(unnamed)",
+                Some(n) => n,
+            })
+            .collect();
+        super::error::escaped(&names.join(", "))
     }
 
     /// Decodes a Service from JSON (what the ApiServer returns). Never panics.
@@ -54,9 +112,15 @@ impl ServiceInfo {
     ///
     /// [`Error::Decode`] when the body is not a Service.
     pub fn from_json(body: &[u8]) -> Result<Self, Error> {
+        Self::with_kind(body).map(|(_, svc)| svc)
+    }
+
+    /// [`from_json`](Self::from_json), with the body's `kind`.
+    fn with_kind(body: &[u8]) -> Result<(String, Self), Error> {
         let wire: ServiceWire = crate::codec::from_json(body)?;
         let meta = wire.metadata.unwrap_or_default();
-        Ok(Self {
+        let kind = wire.kind.unwrap_or_default();
+        let svc = Self {
             namespace: meta.namespace.unwrap_or_default(),
             name: meta.name.unwrap_or_default(),
             selector: wire
@@ -68,12 +132,16 @@ impl ServiceInfo {
             cluster_ip: wire.spec.as_ref().and_then(|s| s.cluster_ip.clone()),
             resource_version: meta.resource_version,
             uid: meta.uid,
-        })
+            ports: wire.spec.and_then(|s| s.ports).unwrap_or_default(),
+        };
+        Ok((kind, svc))
     }
 }
 
 #[derive(Deserialize)]
 struct ServiceWire {
+    #[serde(default)]
+    kind: Option<String>,
     #[serde(default)]
     metadata: Option<MetaWire>,
     #[serde(default)]
@@ -102,6 +170,8 @@ struct SpecWire {
     service_type: Option<String>,
     #[serde(default, rename = "clusterIP")]
     cluster_ip: Option<String>,
+    #[serde(default)]
+    ports: Option<Vec<ServicePort>>,
 }
 
 impl Client {
@@ -111,7 +181,8 @@ impl Client {
     ///
     /// [`Error::InvalidObjectName`] for a bad namespace or name; [`Error::Api`] for any
     /// answer but `200` and `404` (a `403` says that epcheck needs `get` on `services`);
-    /// [`Error::Transport`]; [`Error::InvalidResponse`] when the body is not a Service.
+    /// [`Error::Transport`]; [`Error::InvalidResponse`] when the body is not a Service;
+    /// [`Error::UnexpectedObject`] when it is another one.
     pub async fn get_service(
         &self,
         namespace: &str,
@@ -133,19 +204,25 @@ impl Client {
                 name: Some(name.to_owned()),
             },
         };
-        match self.execute(&req).await {
-            Ok(resp) => {
-                ServiceInfo::from_json(&resp.body)
-                    .map(Some)
-                    .map_err(|e| Error::InvalidResponse {
-                        method: "GET".to_owned(),
-                        url: self.inner.base.join(&req.path),
-                        problem: e.to_string(),
-                    })
-            }
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        let resp = match self.execute(&req).await {
+            Ok(resp) => resp,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let invalid = |problem: String| Error::InvalidResponse {
+            method: "GET".to_owned(),
+            url: self.inner.base.join(&req.path),
+            problem: super::error::escaped(&problem),
+        };
+        let (kind, svc) = ServiceInfo::with_kind(&resp.body).map_err(|e| invalid(e.to_string()))?;
+        ObjectRef::new("Service", namespace, name).check_names(
+            self,
+            &req,
+            Some(&kind),
+            Some(&svc.namespace),
+            Some(&svc.name),
+        )?;
+        Ok(Some(svc))
     }
 }
 
@@ -176,6 +253,38 @@ mod tests {
         assert!(!s.has_selector());
         let s = ServiceInfo::from_json(br#"{"spec":null,"metadata":null}"#).unwrap();
         assert!(!s.has_selector());
+    }
+
+    #[test]
+    fn ports_are_matched_by_name() {
+        use crate::types::EndpointPort;
+        let port = |name: Option<&str>| EndpointPort {
+            name: name.map(str::to_owned),
+            port: 8080,
+            ..EndpointPort::default()
+        };
+        let s = ServiceInfo::from_json(
+            br#"{"kind":"Service","metadata":{"name":"web","namespace":"default"},
+                "spec":{"ports":[{"name":"http","port":80,"protocol":"TCP"},{"name":"metrics","port":9100}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.ports.len(), 2);
+        assert_eq!(s.port_names(), "http, metrics");
+        assert!(s.unmatched_ports(&[port(Some("http"))]).is_empty());
+        assert_eq!(
+            s.unmatched_ports(&[port(Some("http")), port(Some("web"))]),
+            ["web"]
+        );
+        assert_eq!(s.unmatched_ports(&[port(None)]), [""]);
+        // A single unnamed port on both sides matches (kube-proxy's "" name).
+        let single = ServiceInfo::from_json(br#"{"spec":{"ports":[{"port":80}]}}"#).unwrap();
+        assert!(single.unmatched_ports(&[port(None)]).is_empty());
+        assert_eq!(single.port_names(), "(unnamed)");
+        assert_eq!(ServiceInfo::default().port_names(), "(none)");
+        // Names quoted back from the ApiServer are escaped.
+        let odd = ServiceInfo::from_json(br#"{"spec":{"ports":[{"name":"a\u001b[2J","port":1}]}}"#)
+            .unwrap();
+        assert_eq!(odd.port_names(), r"a\x1b[2J");
     }
 
     #[test]

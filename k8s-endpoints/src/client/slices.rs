@@ -10,8 +10,10 @@
 //! # `reconcile_slices`
 //!
 //! 1. `GET` the Service. Missing: [`Error::SliceServiceMissing`] (the slices need its uid for
-//!    their owner reference). With a selector: [`Error::SelectorOwned`] (the endpointslice
-//!    controller owns its slices).
+//!    their owner reference). With a selector: the endpointslice controller owns its slices,
+//!    so epcheck deletes its own slices of that Service (a dry run only lists them) and
+//!    returns [`Error::SelectorOwned`]; it manages the Service again once the selector is
+//!    gone.
 //! 2. `GET` the slices labelled as epcheck's for this Service, render the desired set
 //!    ([`SliceRenderer::render`]), and [`plan`] the writes by meaning.
 //! 3. Write in this order: creates (`POST`), updates (`PUT` with the `resourceVersion` read),
@@ -36,16 +38,18 @@ use serde_json::json;
 
 use super::Client;
 use super::error::ApiErrorKind;
+use super::object_ref::{self, ObjectRef};
 use super::reconcile::{ReconcileAction, ReconcileMode};
 use super::request::{Action, Request};
 use super::retry::Backoff;
 use super::service::ServiceInfo;
 use crate::codec;
-use crate::error::Error;
+use crate::error::{Error, SliceCleanup};
 use crate::path::{check_name, check_namespace};
 use crate::slices::{
-    EndpointSlice, EndpointSliceList, SliceChange, SlicePlan, SliceRenderer, SliceWriteKind,
-    SlicesDiff, epcheck_selector, plan,
+    ENDPOINT_SLICE_KIND, EndpointSlice, EndpointSliceList, SERVICE_NAME_LABEL,
+    SLICE_MANAGED_BY_LABEL, SliceChange, SlicePlan, SliceRenderer, SliceWriteKind, SlicesDiff,
+    epcheck_selector, is_epcheck_slice, plan,
 };
 
 impl Client {
@@ -53,11 +57,16 @@ impl Client {
     /// `labelSelector=kubernetes.io/service-name=<service>,endpointslice.kubernetes.io/managed-by=epcheck.io`.
     /// Items get their `apiVersion` and `kind` filled in.
     ///
+    /// The reply must be an `EndpointSliceList` whose every item is an EndpointSlice in
+    /// `namespace` carrying both labels: anything else is [`Error::UnexpectedObject`], so that
+    /// nothing is written from it.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidObjectName`] for a bad namespace or name; [`Error::Api`] for any answer
     /// but `200` (a `403` says that epcheck needs `list` on endpointslices);
-    /// [`Error::Transport`]; [`Error::InvalidResponse`] when the body is not a list.
+    /// [`Error::Transport`]; [`Error::InvalidResponse`] when the body is not a list;
+    /// [`Error::UnexpectedObject`].
     pub async fn list_endpoint_slices(
         &self,
         namespace: &str,
@@ -72,6 +81,53 @@ impl Client {
         let req = slice_request(Method::GET, path, None, "list", namespace, None);
         let resp = self.execute(&req).await.map_err(|e| with_hint(e, &req))?;
         let list: EndpointSliceList = self.decode(&req, &resp)?;
+        let list_kind = list
+            .extra
+            .get("kind")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        let asked = || {
+            format!(
+                "the EndpointSlices in namespace {namespace} labelled {}",
+                epcheck_selector(service)
+            )
+        };
+        if list_kind != "EndpointSliceList" {
+            let got = format!(
+                "a {} instead of an EndpointSliceList",
+                or_unknown(list_kind)
+            );
+            return Err(object_ref::unexpected(self, &req, asked(), got));
+        }
+        for item in &list.items {
+            let kind_ok = item.kind.is_empty() || item.kind == ENDPOINT_SLICE_KIND;
+            let ns_ok = item.metadata.namespace.as_deref() == Some(namespace);
+            if !(kind_ok && ns_ok && is_epcheck_slice(item, service)) {
+                let kind = if item.kind.is_empty() {
+                    ENDPOINT_SLICE_KIND
+                } else {
+                    &item.kind
+                };
+                let what = object_ref::described_as(
+                    kind,
+                    item.metadata.namespace.as_deref(),
+                    item.metadata.name.as_deref(),
+                );
+                let labels: Vec<String> = [SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL]
+                    .iter()
+                    .map(|k| {
+                        let v = item
+                            .metadata
+                            .labels
+                            .get(*k)
+                            .map_or("(none)", String::as_str);
+                        format!("{k}={v}")
+                    })
+                    .collect();
+                let got = format!("a list holding {what} labelled {}", labels.join(","));
+                return Err(object_ref::unexpected(self, &req, asked(), got));
+            }
+        }
         Ok(list
             .items
             .into_iter()
@@ -79,19 +135,23 @@ impl Client {
             .collect())
     }
 
-    /// Creates an EndpointSlice with `POST` to the collection (server metadata such as
-    /// `resourceVersion` and `uid` is dropped from the body first).
+    /// Creates an EndpointSlice in `namespace` with `POST` to the collection (server metadata
+    /// such as `resourceVersion` and `uid` is dropped from the body first). The URL is made
+    /// from `namespace` only; the reply must be the slice sent.
     ///
     /// # Errors
     ///
     /// As [`list_endpoint_slices`](Self::list_endpoint_slices);
-    /// [`ApiErrorKind::AlreadyExists`] when a slice of that name exists.
+    /// [`ApiErrorKind::AlreadyExists`] when a slice of that name exists;
+    /// [`Error::InvalidObjectName`] when the slice names another namespace (nothing is sent).
     pub async fn create_endpoint_slice(
         &self,
+        namespace: &str,
         slice: &EndpointSlice,
     ) -> Result<EndpointSlice, Error> {
-        let (namespace, name) = names(slice)?;
+        let target = target(namespace, slice)?;
         let mut body = slice.clone().with_type_meta();
+        body.metadata.namespace = Some(namespace.to_owned());
         body.metadata.resource_version = None;
         body.metadata.uid = None;
         body.metadata.creation_timestamp = None;
@@ -104,50 +164,55 @@ impl Client {
             Some(encoded),
             "create",
             namespace,
-            Some(name),
+            Some(target.name),
         );
         let resp = self.execute(&req).await.map_err(|e| with_hint(e, &req))?;
-        self.decode(&req, &resp)
+        self.decode_checked(&req, &resp, target)
     }
 
-    /// Replaces an EndpointSlice with `PUT` to its URL. The body's `resourceVersion` (the one
-    /// read) makes the ApiServer refuse the write with `409 Conflict` if someone else wrote in
-    /// between.
+    /// Replaces an EndpointSlice of `namespace` with `PUT` to its URL (made from `namespace`
+    /// and the slice's name). The body's `resourceVersion` (the one read) makes the ApiServer
+    /// refuse the write with `409 Conflict` if someone else wrote in between.
     ///
     /// # Errors
     ///
-    /// As [`list_endpoint_slices`](Self::list_endpoint_slices); `404` when the slice does not
-    /// exist (slices are not created on update).
+    /// As [`create_endpoint_slice`](Self::create_endpoint_slice); `404` when the slice does
+    /// not exist (slices are not created on update).
     pub async fn replace_endpoint_slice(
         &self,
+        namespace: &str,
         slice: &EndpointSlice,
     ) -> Result<EndpointSlice, Error> {
-        let (namespace, name) = names(slice)?;
+        let target = target(namespace, slice)?;
         if slice.metadata.resource_version.is_none() {
-            tracing::debug!(slice = %slice.key(), "replacing an EndpointSlice without a resourceVersion (unconditional update)");
+            tracing::debug!(slice = %target, "replacing an EndpointSlice without a resourceVersion (unconditional update)");
         }
         let body = slice.clone().with_type_meta();
         let req = slice_request(
             Method::PUT,
-            format!("{}/{name}", self.slices_path(namespace)?),
+            format!("{}/{}", self.slices_path(namespace)?, target.name),
             Some(codec::encode(&body, self.inner.content_type)?),
             "update",
             namespace,
-            Some(name),
+            Some(target.name),
         );
         let resp = self.execute(&req).await.map_err(|e| with_hint(e, &req))?;
-        self.decode(&req, &resp)
+        self.decode_checked(&req, &resp, target)
     }
 
-    /// Deletes an EndpointSlice, with its `uid` and `resourceVersion` (when set) as
-    /// preconditions, so that a slice someone changed since it was read is not deleted
+    /// Deletes an EndpointSlice of `namespace`, with its `uid` and `resourceVersion` (when
+    /// set) as preconditions, so that a slice someone changed since it was read is not deleted
     /// (`409 Conflict`). Returns `false` when it was already gone (`404`).
     ///
     /// # Errors
     ///
-    /// As [`list_endpoint_slices`](Self::list_endpoint_slices).
-    pub async fn delete_endpoint_slice(&self, slice: &EndpointSlice) -> Result<bool, Error> {
-        let (namespace, name) = names(slice)?;
+    /// As [`create_endpoint_slice`](Self::create_endpoint_slice).
+    pub async fn delete_endpoint_slice(
+        &self,
+        namespace: &str,
+        slice: &EndpointSlice,
+    ) -> Result<bool, Error> {
+        let target = target(namespace, slice)?;
         let mut preconditions = serde_json::Map::new();
         if let Some(uid) = &slice.metadata.uid {
             preconditions.insert("uid".into(), json!(uid));
@@ -159,11 +224,11 @@ impl Client {
                              "preconditions": preconditions});
         let req = slice_request(
             Method::DELETE,
-            format!("{}/{name}", self.slices_path(namespace)?),
+            format!("{}/{}", self.slices_path(namespace)?, target.name),
             Some(codec::encode(&options, self.inner.content_type)?),
             "delete",
             namespace,
-            Some(name),
+            Some(target.name),
         );
         match self.execute(&req).await {
             Ok(_) => Ok(true),
@@ -221,11 +286,7 @@ pub async fn reconcile_slices(
             });
         }
         Some(svc) if svc.has_selector() => {
-            return Err(Error::SelectorOwned {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                selector: svc.selector_text(),
-            });
+            return Err(stand_aside(client, namespace, name, &svc, mode).await);
         }
         Some(svc) => svc,
     };
@@ -257,7 +318,7 @@ pub async fn reconcile_slices(
             });
         }
         let before = applied.len();
-        match write(client, &plan, &mut applied).await {
+        match write(client, namespace, &plan, &mut applied).await {
             Ok(written) => {
                 if applied.len() > before {
                     tracing::info!(
@@ -303,6 +364,55 @@ pub async fn reconcile_slices(
     }
 }
 
+/// The Service has a selector, so the endpointslice controller writes its slices: epcheck
+/// deletes its own (so kube-proxy does not keep routing to addresses it probed next to the
+/// controller's) and reports [`Error::SelectorOwned`]. A dry run only lists them.
+async fn stand_aside(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    svc: &ServiceInfo,
+    mode: ReconcileMode,
+) -> Error {
+    let mut deleted_slices = Vec::new();
+    let mut cleanup_error = None;
+    match client.list_endpoint_slices(namespace, name).await {
+        Ok(own) => {
+            for slice in &own {
+                if mode == ReconcileMode::DryRun {
+                    deleted_slices.push(slice.name().to_owned());
+                    continue;
+                }
+                match client.delete_endpoint_slice(namespace, slice).await {
+                    Ok(_) => deleted_slices.push(slice.name().to_owned()),
+                    Err(e) => {
+                        cleanup_error = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        Err(e) => cleanup_error = Some(e.to_string()),
+    }
+    if mode == ReconcileMode::Apply && !deleted_slices.is_empty() {
+        tracing::warn!(
+            namespace, service = name, selector = %svc.selector_text(),
+            deleted = %deleted_slices.join(","),
+            "the Service has a selector: deleted epcheck's EndpointSlices for it"
+        );
+    }
+    Error::SelectorOwned {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        selector: svc.selector_text(),
+        cleanup: Some(Box::new(SliceCleanup {
+            deleted: deleted_slices,
+            error: cleanup_error,
+            dry_run: mode == ReconcileMode::DryRun,
+        })),
+    }
+}
+
 /// Why a pass of writes stopped.
 enum Failure {
     /// Lost a race with another writer: read again.
@@ -315,15 +425,25 @@ enum Failure {
 /// successful write is appended to `applied`.
 async fn write(
     client: &Client,
+    namespace: &str,
     plan: &SlicePlan,
     applied: &mut Vec<SliceChange>,
 ) -> Result<BTreeMap<String, EndpointSlice>, Failure> {
     let mut written = BTreeMap::new();
     for w in &plan.writes {
         let result = match w.change.kind {
-            SliceWriteKind::Create => client.create_endpoint_slice(&w.object).await.map(Some),
-            SliceWriteKind::Update => client.replace_endpoint_slice(&w.object).await.map(Some),
-            SliceWriteKind::Delete => client.delete_endpoint_slice(&w.object).await.map(|_| None),
+            SliceWriteKind::Create => client
+                .create_endpoint_slice(namespace, &w.object)
+                .await
+                .map(Some),
+            SliceWriteKind::Update => client
+                .replace_endpoint_slice(namespace, &w.object)
+                .await
+                .map(Some),
+            SliceWriteKind::Delete => client
+                .delete_endpoint_slice(namespace, &w.object)
+                .await
+                .map(|_| None),
         };
         match result {
             Ok(Some(slice)) => {
@@ -393,25 +513,30 @@ fn with_hint(mut error: Error, req: &Request) -> Error {
     error
 }
 
-/// The namespace and name of a slice to write.
-fn names(slice: &EndpointSlice) -> Result<(&str, &str), Error> {
-    let missing = |what: &'static str| Error::InvalidObjectName {
-        what,
-        value: String::new(),
-        problem: "the EndpointSlice to write has none in its metadata".to_owned(),
-    };
-    let ns = slice
-        .metadata
-        .namespace
-        .as_deref()
-        .ok_or_else(|| missing("namespace"))?;
+/// The slice of `namespace` to write: its name (checked for a URL), and its metadata must
+/// not name another namespace.
+fn target<'a>(namespace: &'a str, slice: &'a EndpointSlice) -> Result<ObjectRef<'a>, Error> {
     let name = slice
         .metadata
         .name
         .as_deref()
-        .ok_or_else(|| missing("EndpointSlice name"))?;
+        .ok_or_else(|| Error::InvalidObjectName {
+            what: "EndpointSlice name",
+            value: String::new(),
+            problem: "the EndpointSlice to write has none in its metadata".to_owned(),
+        })?;
     check_name(name)?;
-    Ok((ns, name))
+    let target = ObjectRef::new(ENDPOINT_SLICE_KIND, namespace, name);
+    target.check_body(&slice.metadata)?;
+    Ok(target)
+}
+
+fn or_unknown(kind: &str) -> &str {
+    if kind.is_empty() {
+        "reply without a kind"
+    } else {
+        kind
+    }
 }
 
 /// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
@@ -476,12 +601,15 @@ mod tests {
     }
 
     #[test]
-    fn names_are_required() {
+    fn names_are_required_and_the_namespace_is_the_callers() {
         let mut s = EndpointSlice::new("default", "x", "IPv4");
-        assert_eq!(names(&s).unwrap(), ("default", "x"));
+        assert_eq!(target("default", &s).unwrap().name, "x");
+        assert!(target("kube-system", &s).is_err());
+        s.metadata.namespace = None;
+        assert_eq!(target("kube-system", &s).unwrap().namespace, "kube-system");
         s.metadata.name = None;
         assert!(
-            names(&s)
+            target("default", &s)
                 .unwrap_err()
                 .to_string()
                 .contains("EndpointSlice name")

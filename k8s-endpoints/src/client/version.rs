@@ -1,6 +1,7 @@
 //! The ApiServer's version (`GET /version`), read once so that `not_ready: keep` can fall
 //! back to `drop` on clusters before 1.22, which mirrored `notReadyAddresses` into
-//! EndpointSlices as ready (kubernetes#102683, SPEC §5.4).
+//! EndpointSlices as ready (kubernetes#102683, SPEC §5.4), and so that EndpointSlices carry
+//! only the conditions such a cluster keeps (SPEC §9).
 
 use std::fmt;
 
@@ -54,14 +55,23 @@ impl VersionInfo {
     pub fn not_ready_addresses_safe(&self) -> Option<bool> {
         self.at_least(1, 22)
     }
+
+    /// Whether the server keeps the `serving` and `terminating` conditions of EndpointSlice
+    /// endpoints (1.22 and later, where the `EndpointSliceTerminatingCondition` gate is on by
+    /// default; before, they are dropped on write); `None` when unknown.
+    pub fn keeps_slice_serving_terminating(&self) -> Option<bool> {
+        self.at_least(1, 22)
+    }
 }
 
 impl fmt::Display for VersionInfo {
+    /// `gitVersion`, else `major.minor`, with control characters escaped (it is logged).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.git_version.is_empty() {
-            f.write_str(&self.git_version)
+            f.write_str(&super::escape_control(&self.git_version))
         } else {
-            write!(f, "{}.{}", self.major, self.minor)
+            let text = format!("{}.{}", self.major, self.minor);
+            f.write_str(&super::escape_control(&text))
         }
     }
 }
@@ -119,6 +129,14 @@ mod tests {
         assert_eq!(v("1", "22", "").not_ready_addresses_safe(), Some(true));
         assert_eq!(v("2", "0", "").not_ready_addresses_safe(), Some(true));
         assert_eq!(v("", "", "").not_ready_addresses_safe(), None);
+        assert_eq!(
+            v("1", "21", "").keeps_slice_serving_terminating(),
+            Some(false)
+        );
+        assert_eq!(
+            v("1", "22", "").keeps_slice_serving_terminating(),
+            Some(true)
+        );
     }
 
     #[test]
@@ -128,6 +146,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(info.to_string(), "v1.34.0");
+        assert_eq!(
+            v("", "", "v1.34.0\n\u{1b}[2J").to_string(),
+            r"v1.34.0\n\x1b[2J"
+        );
         assert_eq!(v("1", "2", "").to_string(), "1.2");
     }
 }

@@ -66,6 +66,19 @@ fn quoted(s: &str) -> Option<(String, &str)> {
     None
 }
 
+/// The texts of one raw `Warning` header value as they are logged: cut at
+/// [`MAX_TEXT_CHARS`] and with control characters escaped
+/// ([`escape_control`](super::escape_control)).
+fn loggable(raw: &[u8]) -> Vec<String> {
+    parse_warning(&String::from_utf8_lossy(raw))
+        .into_iter()
+        .map(|text| {
+            let cut: String = text.chars().take(MAX_TEXT_CHARS).collect();
+            super::error::escaped(&cut)
+        })
+        .collect()
+}
+
 /// The set of warning texts already logged.
 #[derive(Debug, Default)]
 pub(crate) struct WarningLog {
@@ -81,13 +94,7 @@ impl WarningLog {
         path: &str,
     ) {
         for raw in values {
-            let value = String::from_utf8_lossy(raw);
-            for text in parse_warning(&value) {
-                let text: String = text
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(MAX_TEXT_CHARS)
-                    .collect();
+            for text in loggable(raw) {
                 if self.first_time(&text) {
                     tracing::warn!(warning = %text, method, path, "the ApiServer sent a warning");
                 }
@@ -151,6 +158,16 @@ mod tests {
             parse_warning(r#"299 - "ends with \"#),
             vec![r#"299 - "ends with \"#]
         );
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        // A C1 control (U+009B, CSI) arrives as UTF-8 in obs-text; ESC cannot be in a header
+        // value but can be in a quoted-pair.
+        let raw = "299 - \"bad\u{9b}31m \\\u{1b}[2J\"".as_bytes().to_vec();
+        let texts = loggable(&raw);
+        assert_eq!(texts, [r"bad\xc2\x9b31m \x1b[2J"]);
+        assert_eq!(loggable(b"299 - \"plain\""), ["plain"]);
     }
 
     #[test]

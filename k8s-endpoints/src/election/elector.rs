@@ -179,7 +179,7 @@ enum Attempt {
     Won,
     /// Someone else holds the lock.
     Held(String),
-    /// Another candidate wrote first (`409 Conflict`).
+    /// Another candidate wrote first ([`Error::is_lost_race`]).
     Lost(Error),
     /// The read or write failed.
     Failed(&'static str, Error),
@@ -369,11 +369,96 @@ async fn attempt<L: Lock>(lock: &L, core: &mut ElectionCore, next: Instant) -> A
             core.acquired(record, v, started, Instant::now());
             Attempt::Won
         }
-        Err(error) if error.is_conflict() => Attempt::Lost(error),
+        // Another candidate wrote first: a stale version (409), or, for a create, a lock that
+        // appeared since it was read (409 AlreadyExists, or a Lease's 422). An ordinary retry.
+        Err(error) if error.is_lost_race() => Attempt::Lost(error),
         Err(error) => Attempt::Failed("writing the lock", error),
     }
 }
 
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::client::ApiError;
+    use crate::election::{ElectionConfig, LeaderRecord, Version};
+
+    /// A lock that reads as missing and whose create loses to a replica that created it
+    /// meanwhile, answering with `error`.
+    struct Raced(fn() -> Error);
+
+    impl Lock for Raced {
+        async fn get(&self) -> Result<Option<(LeaderRecord, Version)>, Error> {
+            Ok(None)
+        }
+        async fn create(&self, _record: &LeaderRecord) -> Result<Version, Error> {
+            Err((self.0)())
+        }
+        async fn update(&self, _: &LeaderRecord, _: &Version) -> Result<Version, Error> {
+            Err((self.0)())
+        }
+        fn identity(&self) -> &str {
+            "a"
+        }
+        fn describe(&self) -> String {
+            "Lease default/epcheck".into()
+        }
+    }
+
+    fn api(code: u16, body: &str) -> Error {
+        let path = "/apis/coordination.k8s.io/v1/namespaces/default/leases/epcheck";
+        let e =
+            ApiError::from_response("PUT", path, code, &http::HeaderMap::new(), body.as_bytes());
+        Error::Api(Box::new(e))
+    }
+
+    /// What kube-apiserver 1.37 answers a `PUT` without `resourceVersion` to an existing Lease.
+    fn needs_version() -> Error {
+        api(
+            422,
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+            "message":"leases.coordination.k8s.io \"epcheck\" is invalid: metadata.resourceVersion: Invalid value: 0: must be specified for an update",
+            "reason":"Invalid","details":{"name":"epcheck","group":"coordination.k8s.io","kind":"leases",
+            "causes":[{"reason":"FieldValueInvalid","message":"Invalid value: 0: must be specified for an update","field":"metadata.resourceVersion"}]},"code":422}"#,
+        )
+    }
+
+    fn already_exists() -> Error {
+        api(
+            409,
+            r#"{"kind":"Status","status":"Failure","reason":"AlreadyExists","code":409,
+            "message":"leases.coordination.k8s.io \"epcheck\" already exists"}"#,
+        )
+    }
+
+    fn other_invalid() -> Error {
+        api(
+            422,
+            r#"{"kind":"Status","reason":"Invalid","code":422,
+            "message":"leases.coordination.k8s.io \"epcheck\" is invalid: spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0",
+            "details":{"causes":[{"reason":"FieldValueInvalid","message":"Invalid value: 0: must be greater than 0","field":"spec.leaseDurationSeconds"}]}}"#,
+        )
+    }
+
+    async fn try_once(lock: &Raced) -> Attempt {
+        let mut core = ElectionCore::new(ElectionConfig::new("a"));
+        attempt(lock, &mut core, Instant::now()).await
+    }
+
+    #[tokio::test]
+    async fn losing_the_creation_race_is_an_ordinary_retry() {
+        for lost in [needs_version, already_exists] {
+            let outcome = try_once(&Raced(lost)).await;
+            assert!(matches!(outcome, Attempt::Lost(_)), "{}", lost());
+        }
+        // A Lease the ApiServer refuses for another reason is a failure, said loudly.
+        assert!(matches!(
+            try_once(&Raced(other_invalid)).await,
+            Attempt::Failed(_, _)
+        ));
+    }
 }

@@ -91,7 +91,10 @@ impl Lock for LeaseLock {
     async fn create(&self, record: &LeaderRecord) -> Result<Version, Error> {
         let mut lease = Lease::new(&self.namespace, &self.name);
         record.apply_to(&mut lease.spec);
-        let created = self.client.create_lease(&lease).await?;
+        let created = self
+            .client
+            .create_lease(&self.namespace, &self.name, &lease)
+            .await?;
         let version = self.version_of(&created, "PUT")?;
         self.remember(&created);
         Ok(version)
@@ -112,7 +115,10 @@ impl Lock for LeaseLock {
         lease.metadata.resource_version = Some(version.0.clone());
         lease.metadata.managed_fields.clear();
         record.apply_to(&mut lease.spec);
-        let updated = self.client.update_lease(&lease).await?;
+        let updated = self
+            .client
+            .update_lease(&self.namespace, &self.name, &lease)
+            .await?;
         let new_version = self.version_of(&updated, "PUT")?;
         self.remember(&updated);
         Ok(new_version)

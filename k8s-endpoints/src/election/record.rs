@@ -29,10 +29,17 @@ impl LeaderRecord {
         Some(self.holder_identity.as_str()).filter(|h| !h.is_empty())
     }
 
-    /// The record a Lease spec carries (absent fields read as empty and zero).
+    /// The record a Lease spec carries (absent fields read as empty and zero). The holder is
+    /// shown in logs and `/status`, so its control characters are escaped
+    /// ([`escape_control`](crate::escape_control)); an identity epcheck writes has none, so
+    /// its own record reads back unchanged.
     pub fn from_spec(spec: &LeaseSpec) -> Self {
         Self {
-            holder_identity: spec.holder_identity.clone().unwrap_or_default(),
+            holder_identity: spec
+                .holder_identity
+                .as_deref()
+                .map(|h| crate::escape_control(h).into_owned())
+                .unwrap_or_default(),
             lease_duration_seconds: spec.lease_duration_seconds.unwrap_or(0),
             acquire_time: spec.acquire_time,
             renew_time: spec.renew_time,

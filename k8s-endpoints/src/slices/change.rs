@@ -83,14 +83,17 @@ impl SliceChange {
 impl fmt::Display for SliceChange {
     /// `update redis-epcheck-ipv4-0: +198.51.100.7 -198.51.100.9 198.51.100.3→not-ready`;
     /// more than six endpoint changes are counted (`+100 -2 ~3`) to keep the line short.
+    ///
+    /// Names and addresses come from the slices the ApiServer returned, so control characters
+    /// are escaped ([`escape_control`](crate::escape_control)).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
+        let head = format!(
             "{} {} ({})",
             self.kind.as_str(),
             self.name,
             self.address_type
-        )?;
+        );
+        f.write_str(&crate::escape_control(&head))?;
         if self.kind == SliceWriteKind::Delete {
             return Ok(());
         }
@@ -127,7 +130,7 @@ impl fmt::Display for SliceChange {
             parts.push("labels/owner".to_owned());
         }
         if !parts.is_empty() {
-            write!(f, ": {}", parts.join(" "))?;
+            write!(f, ": {}", crate::escape_control(&parts.join(" ")))?;
         }
         Ok(())
     }

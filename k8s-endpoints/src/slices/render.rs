@@ -8,14 +8,19 @@
 //!   `endpointslice.kubernetes.io/managed-by: epcheck.io` — never the value of Kubernetes' own
 //!   controllers, which would delete or overwrite slices they think are theirs;
 //! * an owner reference to the Service (`v1`, `Service`, name, uid, `controller: true`), so
-//!   that deleting the Service garbage-collects its slices. `blockOwnerDeletion` is left unset:
+//!   that deleting the Service garbage-collects its slices (none when the uid is not known,
+//!   as in `epcheck plan`, which reads no Service). `blockOwnerDeletion` is left unset:
 //!   where the `OwnerReferencesPermissionEnforcement` admission plugin is on (OpenShift, for
 //!   one), setting it needs `update` on `services/finalizers`, a grant epcheck's least-privilege
 //!   Role does not have (SPEC §10), and it only matters to foreground deletion of the Service;
 //! * one `addressType` (`IPv4` or `IPv6`; a Service with both kinds of targets gets slices of
 //!   both) and at most [`MAX_ENDPOINTS_PER_SLICE`] endpoints, sorted by address, each with
 //!   `ready` = `serving` = healthy and `terminating: false`; failing targets are kept as not
-//!   ready with [`NotReadyPolicy::Keep`] and left out with [`NotReadyPolicy::Drop`];
+//!   ready with [`NotReadyPolicy::Keep`] and left out with [`NotReadyPolicy::Drop`]. ApiServers
+//!   before 1.22 drop `serving` and `terminating`
+//!   ([`with_serving_terminating`](SliceRenderer::with_serving_terminating)`(false)`): the
+//!   slices then carry `ready` only, what such a server keeps, so that the comparison with the
+//!   live slices finds them equal and steady state writes nothing;
 //! * the serving ports, protocol made explicit.
 //!
 //! # Names
@@ -147,6 +152,7 @@ pub struct SliceRenderer {
     service: String,
     ports: Vec<SlicePort>,
     policy: NotReadyPolicy,
+    serving_terminating: bool,
 }
 
 impl SliceRenderer {
@@ -184,7 +190,18 @@ impl SliceRenderer {
             service: service.to_owned(),
             ports: ports.iter().map(SlicePort::from).collect(),
             policy,
+            serving_terminating: true,
         })
+    }
+
+    /// Whether the endpoints carry `serving` and `terminating` (default `true`). Pass the
+    /// server's [`VersionInfo::keeps_slice_serving_terminating`](crate::VersionInfo::keeps_slice_serving_terminating):
+    /// servers before 1.22 drop both fields, and slices rendered with them would differ from
+    /// the live ones on every comparison, a write at every resync.
+    #[must_use]
+    pub fn with_serving_terminating(mut self, keep: bool) -> Self {
+        self.serving_terminating = keep;
+        self
     }
 
     /// The same Service, ports and policy as an Endpoints [`Renderer`] (its configured ports:
@@ -233,9 +250,9 @@ impl SliceRenderer {
     }
 
     /// The desired slices, ordered by family then index, from the ready and not-ready IPs (an
-    /// IP in both is ready), the Service's uid (for the owner reference) and the live slices
-    /// (for placement; slices without epcheck's labels for this Service are ignored). See the
-    /// module docs.
+    /// IP in both is ready), the Service's uid (for the owner reference; an empty uid, when no
+    /// Service was read, leaves the owner reference out) and the live slices (for placement;
+    /// slices without epcheck's labels for this Service are ignored). See the module docs.
     pub fn render(
         &self,
         service_uid: &str,
@@ -330,11 +347,21 @@ impl SliceRenderer {
             SLICE_MANAGED_BY_LABEL.to_owned(),
             SLICE_MANAGED_BY_VALUE.to_owned(),
         );
-        slice.metadata.owner_references = vec![service_owner_reference(&self.service, service_uid)];
+        if !service_uid.is_empty() {
+            slice.metadata.owner_references =
+                vec![service_owner_reference(&self.service, service_uid)];
+        }
         slice.endpoints = bin
             .ips
             .iter()
-            .map(|ip| SliceEndpoint::from_ip(*ip, wanted.get(ip).copied().unwrap_or(false)))
+            .map(|ip| {
+                let mut ep = SliceEndpoint::from_ip(*ip, wanted.get(ip).copied().unwrap_or(false));
+                if let (false, Some(c)) = (self.serving_terminating, ep.conditions.as_mut()) {
+                    c.serving = None;
+                    c.terminating = None;
+                }
+                ep
+            })
             .collect();
         slice.ports.clone_from(&self.ports);
         slice
@@ -414,6 +441,30 @@ mod tests {
         );
         let out = renderer(NotReadyPolicy::Drop).render("u", &ready, &failing, &[]);
         assert_eq!(out[0].endpoints.len(), 1);
+    }
+
+    #[test]
+    fn old_servers_get_ready_only_and_plan_gets_no_owner() {
+        let r = renderer(NotReadyPolicy::Keep).with_serving_terminating(false);
+        let out = r.render("u", &[v4(1)], &[v4(2)], &[]);
+        let conditions: Vec<_> = out[0]
+            .endpoints
+            .iter()
+            .map(|e| e.conditions.clone().unwrap())
+            .collect();
+        assert_eq!(conditions[0].ready, Some(true));
+        assert_eq!(conditions[1].ready, Some(false));
+        assert!(
+            conditions
+                .iter()
+                .all(|c| c.serving.is_none() && c.terminating.is_none())
+        );
+        assert_eq!(out[0].metadata.owner_references.len(), 1);
+        // Without a Service (`epcheck plan`): no owner reference with an empty uid.
+        let offline = renderer(NotReadyPolicy::Keep).render("", &[v4(1)], &[], &[]);
+        assert!(offline[0].metadata.owner_references.is_empty());
+        let c = offline[0].endpoints[0].conditions.clone().unwrap();
+        assert_eq!((c.serving, c.terminating), (Some(true), Some(false)));
     }
 
     #[test]

@@ -22,12 +22,13 @@ use super::outage::{ApiOutage, OutageLog};
 use super::persist::{Persister, Write};
 use super::table::{ServiceSlot, TargetSlot, restore_tracker, stored};
 use super::{DaemonOptions, Telemetry};
-use crate::apiserver::{effective_policy, not_ready_supported};
+use crate::apiserver::server_policy;
 use crate::config::Config;
 use crate::notify::{NotifyEvent, ServiceTracker, TargetEvent, should_notify};
 use crate::round::service_targets;
 use crate::writer::{ObjectWriter, WriteOutcome};
 
+mod ownership;
 mod report;
 mod witness;
 
@@ -100,7 +101,7 @@ impl Engine {
         options: DaemonOptions,
         telemetry: Telemetry,
     ) -> Engine {
-        let supported = not_ready_supported(&client).await;
+        let server = server_policy(&client).await;
         let restore_age = config.interval * 3 + Duration::from_secs(5);
         // A store that connects in the background (Redis) gets a moment to come up, so a
         // restart restores state instead of starting cold.
@@ -119,9 +120,9 @@ impl Engine {
                 &svc.namespace,
                 &svc.name,
                 svc.ports.clone(),
-                effective_policy(svc.not_ready, supported),
+                server.not_ready(svc.not_ready),
             )
-            .and_then(|r| ObjectWriter::new(r, config.mode))
+            .and_then(|r| ObjectWriter::new(r, config.mode, server))
             {
                 Ok(w) => w,
                 Err(e) => {
@@ -197,6 +198,8 @@ impl Engine {
                 metrics: service_metrics,
                 last_reconcile: None,
                 last_error: None,
+                selector_owned: false,
+                ports_warned: false,
             });
         }
         let canary = config.failsafe.canary.map(|addr| {
@@ -679,6 +682,13 @@ impl Engine {
             if !s.dirty || s.in_flight || s.due > now {
                 continue;
             }
+            if s.selector_owned && !s.force_read {
+                // The cluster's controllers own it: only a resync looks again.
+                if let Some(s) = self.services.get_mut(i) {
+                    s.dirty = false;
+                }
+                continue;
+            }
             let unknown = s
                 .targets
                 .iter()
@@ -739,6 +749,7 @@ impl Engine {
         s.in_flight = false;
         match done.result {
             Ok(outcome) => {
+                ownership::managed(s, outcome.unmatched_ports.as_ref());
                 s.failures = 0;
                 log_outage(&self.outage.succeeded(Instant::now()), None);
                 let now = SystemTime::now();
@@ -767,6 +778,11 @@ impl Engine {
                     },
                 ));
                 s.applied = Some((done.ready, done.not_ready));
+            }
+            Err(e) if e.is_selector_owned() => {
+                // The ApiServer answered: not part of an outage.
+                log_outage(&self.outage.succeeded(Instant::now()), None);
+                ownership::selector_owned(s, &e);
             }
             Err(e) => {
                 s.failures += 1;
