@@ -13,7 +13,7 @@ const FIRST_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "name", "namespa
 fn comment(kind: &str) -> &'static str {
     match kind {
         "Role" => {
-            "# Least privilege (SPEC §10): get/update/create on the named Endpoints and get on the\n\
+            "# Least privilege: get/update/create on the named Endpoints and get on the\n\
              # named Services only; create is named because epcheck creates with a PUT to the\n\
              # object's own URL. Writable Endpoints can forward a Service's traffic anywhere,\n\
              # even to pods of other namespaces (CVE-2021-25740), so nothing wider: no list or\n\

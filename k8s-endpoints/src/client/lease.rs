@@ -230,7 +230,7 @@ fn lease_hint(mut err: Error) -> Error {
     if let Error::Api(api) = &mut err {
         match api.kind() {
             ApiErrorKind::Forbidden => {
-                api.hint = "leader election needs, in the Lease's namespace, a Role with get, update and create on leases.coordination.k8s.io, restricted by resourceNames to the Lease's name, bound to epcheck's service account (SPEC §10; `epcheck manifests` prints one)".to_owned();
+                api.hint = "leader election needs, in the Lease's namespace, a Role with get, update and create on leases.coordination.k8s.io, restricted by resourceNames to the Lease's name, bound to epcheck's service account (`epcheck manifests` prints one)".to_owned();
             }
             _ if race => {
                 api.hint = "another replica created the Lease first; it is read again and the election goes on".to_owned();

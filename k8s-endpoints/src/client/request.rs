@@ -345,7 +345,7 @@ impl Client {
                 _ => "the ApiServer rejected the configured bearer token".to_owned(),
             },
             ApiErrorKind::Forbidden => format!(
-                "epcheck's identity may not {} {object}; it needs, in that namespace, a Role with get, update and create (restricted by resourceNames to the Endpoints it manages) on endpoints and get on services, bound to its service account (SPEC §10; `epcheck manifests` prints one)",
+                "epcheck's identity may not {} {object}; it needs, in that namespace, a Role with get, update and create (restricted by resourceNames to the Endpoints it manages) on endpoints and get on services, bound to its service account (`epcheck manifests` prints one)",
                 a.verb
             ),
             ApiErrorKind::UnsupportedMediaType => format!(

@@ -506,7 +506,7 @@ fn with_hint(mut error: Error, req: &Request) -> Error {
     {
         let ns = req.action.namespace.as_deref().unwrap_or_default();
         api.hint = format!(
-            "epcheck's identity may not {} endpointslices in namespace {ns:?}; mode: endpointslice needs, in that namespace, a Role with get, list, create, update and delete on endpointslices (API group discovery.k8s.io; create cannot be restricted by name) and get on services, bound to its service account (SPEC §10; `epcheck manifests` prints one)",
+            "epcheck's identity may not {} endpointslices in namespace {ns:?}; mode: endpointslice needs, in that namespace, a Role with get, list, create, update and delete on endpointslices (API group discovery.k8s.io; create cannot be restricted by name) and get on services, bound to its service account (`epcheck manifests` prints one)",
             req.action.verb
         );
     }
