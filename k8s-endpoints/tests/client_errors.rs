@@ -91,7 +91,10 @@ async fn forbidden_names_verb_resource_namespace_and_rbac() {
     );
     assert!(msg.contains("get, update and create"), "{msg}");
     assert!(msg.contains("`epcheck manifests` prints one"), "{msg}");
-    assert!(!msg.contains("SPEC"), "a message cites a document users do not have: {msg}");
+    assert!(
+        !msg.contains("SPEC"),
+        "a message cites a document users do not have: {msg}"
+    );
     // Not retried.
     assert_eq!(api.writes().len(), 1);
 }

@@ -94,6 +94,17 @@ impl EndpointSlice {
         }
         self
     }
+
+    /// The addresses kube-proxy would send traffic to: those of endpoints whose
+    /// `conditions.ready` is true or absent (absent means ready, as the API documents), in the
+    /// canonical form of an IP when they parse as one.
+    pub fn ready_addresses(&self) -> impl Iterator<Item = String> + '_ {
+        self.endpoints
+            .iter()
+            .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            .flat_map(|ep| ep.addresses.iter())
+            .map(|a| crate::render::normalize_ip(a))
+    }
 }
 
 /// The list the ApiServer returns for a `GET` of the collection.
