@@ -338,6 +338,39 @@ mod tests {
     }
 
     #[test]
+    fn a_skip_mirror_label_epcheck_set_is_a_change_and_is_removed() {
+        let mut live = labelled(vec![]);
+        live.metadata
+            .labels
+            .insert(SKIP_MIRROR_LABEL.into(), "true".into());
+        let desired = labelled(vec![]);
+        let d = diff(&live, &desired);
+        assert!(d.skip_mirror_label_stale && !d.is_empty());
+        assert_eq!(
+            d.to_string(),
+            "label endpointslice.kubernetes.io/skip-mirror removed"
+        );
+        let body = crate::render::apply_to_live(&live, &desired);
+        assert!(!body.metadata.labels.contains_key(SKIP_MIRROR_LABEL));
+        assert!(diff(&body, &desired).is_empty());
+
+        // Wanted (slice mode, or the template sets it): kept.
+        let mut wanted = desired.clone();
+        crate::render::mark_skip_mirror(&mut wanted);
+        assert!(diff(&live, &wanted).is_empty());
+        let body = crate::render::apply_to_live(&live, &wanted);
+        assert_eq!(body.metadata.labels[SKIP_MIRROR_LABEL], "true");
+
+        // Another manager's object: not epcheck's label to remove.
+        live.metadata
+            .labels
+            .insert(MANAGED_BY_LABEL.into(), "Helm".into());
+        assert!(diff(&live, &desired).is_empty());
+        let body = crate::render::apply_to_live(&live, &desired);
+        assert_eq!(body.metadata.labels[SKIP_MIRROR_LABEL], "true");
+    }
+
+    #[test]
     fn port_key_display() {
         let mut p = port("web", 443, None);
         p.app_protocol = Some("https".into());

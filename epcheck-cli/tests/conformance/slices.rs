@@ -299,7 +299,7 @@ async fn a_service_switched_between_modes_shows_only_healthy_backends_after_ever
     );
     // If the mirroring controller was quick, epcheck's slice is already gone.
     assert!(
-        writes[2..] == [] || writes[2..] == [slice("delete")],
+        writes[2..].is_empty() || writes[2..] == [slice("delete")],
         "{writes:#?}"
     );
     let healthy = (vec![ips[0].clone()], vec![ips[1].clone(), ips[2].clone()]);

@@ -242,6 +242,22 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn ready_addresses_are_what_kube_proxy_routes_to() {
+        let s: EndpointSlice = serde_json::from_value(json!({
+            "addressType": "IPv6",
+            "endpoints": [
+                {"addresses": ["2001:DB8::1"], "conditions": {"ready": true}},
+                {"addresses": ["2001:db8::2"], "conditions": {"ready": false}},
+                {"addresses": ["2001:db8::3"]},
+                {"addresses": ["2001:db8::4"], "conditions": {}},
+            ]
+        }))
+        .unwrap();
+        let ready: Vec<String> = s.ready_addresses().collect();
+        assert_eq!(ready, ["2001:db8::1", "2001:db8::3", "2001:db8::4"]);
+    }
+
+    #[test]
     fn minimal_json_always_has_endpoints() {
         let s = EndpointSlice::new("default", "redis-epcheck-ipv4-0", "IPv4");
         assert_eq!(
