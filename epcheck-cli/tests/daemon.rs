@@ -390,12 +390,15 @@ async fn at_most_sixteen_reconciles_run_at_once() {
     let e = Epcheck::new();
     e.write("token", TOKEN);
     let path = e.write("c.yaml", &yaml);
-    // Every read of a Service (the first request of each reconcile) takes 300 ms.
-    api.push_fault(
-        FaultRule::from(Fault::Delay(Duration::from_millis(300)))
-            .path_contains("/services/")
-            .always(),
-    );
+    // Every read of a Service, and the list of its EndpointSlices (the first request of each
+    // service's first reconcile, looking for slices left by mode: endpointslice), takes 300 ms.
+    for path in ["/services/", "/endpointslices"] {
+        api.push_fault(
+            FaultRule::from(Fault::Delay(Duration::from_millis(300)))
+                .path_contains(path)
+                .always(),
+        );
+    }
     let d = Daemon::start(&e, path.to_str().unwrap());
     let deadline = Instant::now() + Duration::from_secs(15);
     let written = |api: &ApiServer| {

@@ -327,3 +327,255 @@ async fn an_old_server_sees_no_writes_in_steady_state() {
         "endpoint port (unnamed) matches no port of Service default/web (its ports: http)";
     assert_eq!(log.matches(warning).count(), 1, "{log}");
 }
+
+/// (ready, not ready) IPs over epcheck's slices, as kube-proxy would read them.
+fn epcheck_slice_view(api: &ApiServer) -> (Vec<String>, Vec<String>) {
+    let (mut ready, mut not_ready) = (Vec::new(), Vec::new());
+    for slice in epcheck_slices(api) {
+        for ep in &slice.endpoints {
+            let is_ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            let to = if is_ready { &mut ready } else { &mut not_ready };
+            to.extend(ep.addresses.iter().cloned());
+        }
+    }
+    ready.sort();
+    not_ready.sort();
+    (ready, not_ready)
+}
+
+/// A slice as the mirroring controller makes it from `web`'s Endpoints object.
+fn mirrored_slice(ready: &[String], not_ready: &[String]) -> serde_json::Value {
+    let endpoint = |ip: &String, ready: bool| serde_json::json!({"addresses": [ip], "conditions": {"ready": ready}});
+    let endpoints: Vec<_> = ready
+        .iter()
+        .map(|ip| endpoint(ip, true))
+        .chain(not_ready.iter().map(|ip| endpoint(ip, false)))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "web-mirror", "labels": {
+            "kubernetes.io/service-name": "web",
+            "endpointslice.kubernetes.io/managed-by": "endpointslicemirroring-controller.k8s.io"}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+    })
+}
+
+/// Method and path (with the label selector of a list) of every request since the last clear,
+/// but `GET /version`.
+fn request_log(api: &ApiServer) -> Vec<String> {
+    api.requests()
+        .iter()
+        .filter(|r| r.path != "/version")
+        .map(|r| {
+            let selector = r
+                .query
+                .as_deref()
+                .filter(|_| r.path.ends_with("/endpointslices"))
+                .map(|q| {
+                    format!(
+                        "?{}",
+                        q.replace("%2F", "/")
+                            .replace("%3D", "=")
+                            .replace("%2C", ",")
+                    )
+                })
+                .unwrap_or_default();
+            format!("{} {}{selector}", r.method, r.path)
+        })
+        .collect()
+}
+
+/// Back from `mode: endpointslice` to `mode: endpoints` (SPEC §9): epcheck's slice is first
+/// brought to the current health, then the Endpoints object is written without skip-mirror,
+/// and epcheck's slice is deleted only once the mirroring controller's slice shows exactly the
+/// healthy backends. Afterwards each run costs one list and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_in_endpoints_mode_epcheck_hands_its_slices_over_to_the_mirror() {
+    let mut s = setup().await;
+    let ips: Vec<String> = s
+        .targets
+        .iter()
+        .map(|t| t.addr().ip().to_string())
+        .collect();
+    let r =
+        s.e.run_async(&["once", "-f", &config(&s, "endpoints")])
+            .await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r =
+        s.e.run_async(&["once", "-f", &config(&s, "endpointslice")])
+            .await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(epcheck_slice_view(&s.api), (ips.clone(), vec![]));
+
+    // A backend goes down, and the Service goes back to Endpoints mode.
+    s.targets[1].refuse().await;
+    let healthy = vec![ips[0].clone(), ips[2].clone()];
+    let cfg = config(&s, "endpoints");
+    s.api.clear_requests();
+    let r = s.e.run_async(&["once", "-f", &cfg, "-o", "json"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let base = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+    let ep_path = "/api/v1/namespaces/default/endpoints/web";
+    let svc_path = "/api/v1/namespaces/default/services/web";
+    let all = format!("GET {base}?labelSelector=kubernetes.io/service-name=web");
+    let own = format!(
+        "GET {base}?labelSelector=kubernetes.io/service-name=web,endpointslice.kubernetes.io/managed-by=epcheck.io"
+    );
+    assert_eq!(
+        request_log(&s.api),
+        [
+            all.clone(),
+            format!("GET {svc_path}"),
+            own.clone(),
+            format!("PUT {base}/web-epcheck-ipv4-0"),
+            format!("GET {svc_path}"),
+            format!("GET {ep_path}"),
+            format!("PUT {ep_path}"),
+            all.clone(),
+        ],
+        "the slice is made current before the Endpoints write, and kept: no mirror yet"
+    );
+    assert_eq!(
+        epcheck_slice_view(&s.api),
+        (healthy.clone(), vec![ips[1].clone()])
+    );
+    let ep = s
+        .api
+        .get_object(Resource::Endpoints, "default", "web")
+        .unwrap();
+    assert!(
+        ep["metadata"]["labels"]
+            .get("endpointslice.kubernetes.io/skip-mirror")
+            .is_none(),
+        "{ep}"
+    );
+    assert_eq!(fixtures::apiserver::endpoint_ips(&ep, "addresses"), healthy);
+
+    // The mirror shows a stale view (it lags): epcheck's slice stays.
+    s.api.insert_object(
+        Resource::EndpointSlices,
+        "default",
+        mirrored_slice(&ips, &[]),
+    );
+    s.api.clear_requests();
+    let r = s.e.run_async(&["once", "-f", &cfg]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(epcheck_slices(&s.api).len(), 1);
+    assert!(s.api.writes().is_empty(), "{:?}", request_log(&s.api));
+
+    // The mirror shows the healthy set: epcheck's slice goes, after the Endpoints check.
+    s.api
+        .delete_object(Resource::EndpointSlices, "default", "web-mirror");
+    s.api.insert_object(
+        Resource::EndpointSlices,
+        "default",
+        mirrored_slice(&healthy, &[ips[1].clone()]),
+    );
+    s.api.clear_requests();
+    let r = s.e.run_async(&["once", "-f", &cfg]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let log = request_log(&s.api);
+    assert_eq!(
+        log.last().map(String::as_str),
+        Some(format!("DELETE {base}/web-epcheck-ipv4-0").as_str()),
+        "{log:#?}"
+    );
+    assert!(epcheck_slices(&s.api).is_empty());
+    assert_eq!(slices(&s.api).len(), 1, "the mirror's slice stays");
+
+    // Handed over: one list at start-up, no write.
+    s.api.clear_requests();
+    let r = s.e.run_async(&["once", "-f", &cfg]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        request_log(&s.api),
+        [all, format!("GET {svc_path}"), format!("GET {ep_path}")]
+    );
+}
+
+/// A Role made for Endpoints mode before this release has no endpointslice verbs: the
+/// Endpoints object is still written, and the log says once what the hand-over needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_slice_rbac_the_endpoints_write_goes_on_and_says_what_is_needed() {
+    let mut s = setup().await;
+    let r =
+        s.e.run_async(&["once", "-f", &config(&s, "endpointslice")])
+            .await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    s.api.remove_token(TOKEN);
+    s.api
+        .add_token(TOKEN, Permissions::epcheck("default", ["web"]));
+    s.targets[1].refuse().await;
+    s.api.clear_requests();
+    let r =
+        s.e.run_async(&["once", "-f", &config(&s, "endpoints")])
+            .await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let ep = s
+        .api
+        .get_object(Resource::Endpoints, "default", "web")
+        .unwrap();
+    assert_eq!(
+        fixtures::apiserver::endpoint_ips(&ep, "notReadyAddresses").len(),
+        1
+    );
+    let needed = "a Role with list, update and delete on endpointslices";
+    assert_eq!(r.stderr.matches(needed).count(), 1, "{}", r.stderr);
+    assert_eq!(
+        s.api
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("endpointslices"))
+            .count(),
+        1,
+        "one refused list, nothing more"
+    );
+}
+
+/// A Service that never had slices costs one list at start-up, not one per reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_lists_slices_once_for_a_service_that_never_had_any() {
+    let mut s = setup().await;
+    let cfg = config_with(
+        &s,
+        "endpoints",
+        "resync_interval: 500\nmetrics: {listen: off}\n",
+    );
+    let d = Daemon::start(&s.e, &cfg);
+    let written = || {
+        s.api
+            .get_object(Resource::Endpoints, "default", "web")
+            .is_some()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), written).await,
+        "{}",
+        d.log()
+    );
+    s.targets[0].refuse().await;
+    let down = || {
+        s.api
+            .get_object(Resource::Endpoints, "default", "web")
+            .is_some_and(|ep| {
+                fixtures::apiserver::endpoint_ips(&ep, "notReadyAddresses").len() == 1
+            })
+    };
+    assert!(
+        eventually(Duration::from_secs(5), down).await,
+        "{}",
+        d.log()
+    );
+    // A few resyncs.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let lists = s
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/endpointslices"))
+        .count();
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(lists, 1, "{log}");
+}

@@ -10,12 +10,17 @@
 //! that an object epcheck takes over is labelled by one write. Only a *missing* label counts:
 //! another manager's value is left alone by [`crate::apply_to_live`], and counting it would
 //! make a write on every pass that never converges.
+//!
+//! So does an `endpointslice.kubernetes.io/skip-mirror: "true"` label on an object epcheck
+//! manages when the desired object has none: it is what `mode: endpointslice` leaves behind,
+//! and in Endpoints mode it would keep the mirroring controller from making the slices
+//! kube-proxy reads (SPEC §9). [`crate::apply_to_live`] removes it.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::render::{MANAGED_BY_LABEL, ManagedBy, managed_by, normalize_ip};
+use crate::render::{MANAGED_BY_LABEL, ManagedBy, SKIP_MIRROR_LABEL, managed_by, normalize_ip};
 use crate::types::{EndpointAddress, EndpointPort, Endpoints};
 
 /// A port as compared: name (empty when absent), number, protocol (`TCP` when absent) and
@@ -75,12 +80,19 @@ pub struct EndpointsDiff {
     pub removed_ports: Vec<PortKey>,
     /// The live object has no `app.kubernetes.io/managed-by` label.
     pub managed_by_label_missing: bool,
+    /// The live object, which epcheck manages, is labelled
+    /// `endpointslice.kubernetes.io/skip-mirror: "true"` and the desired one is not: the label
+    /// left by `mode: endpointslice`, to be removed.
+    pub skip_mirror_label_stale: bool,
 }
 
 impl EndpointsDiff {
     /// Whether nothing changes, so that no write is needed.
     pub fn is_empty(&self) -> bool {
-        !self.addresses_changed() && !self.ports_changed() && !self.managed_by_label_missing
+        !self.addresses_changed()
+            && !self.ports_changed()
+            && !self.managed_by_label_missing
+            && !self.skip_mirror_label_stale
     }
 
     /// Whether any ready or not-ready IP changes.
@@ -124,6 +136,9 @@ impl fmt::Display for EndpointsDiff {
         if self.managed_by_label_missing {
             parts.push(format!("label {MANAGED_BY_LABEL} missing"));
         }
+        if self.skip_mirror_label_stale {
+            parts.push(format!("label {SKIP_MIRROR_LABEL} removed"));
+        }
         if parts.is_empty() {
             f.write_str("no change")
         } else {
@@ -144,7 +159,20 @@ pub fn diff(live: &Endpoints, desired: &Endpoints) -> EndpointsDiff {
         added_ports: want_ports.difference(&live_ports).cloned().collect(),
         removed_ports: live_ports.difference(&want_ports).cloned().collect(),
         managed_by_label_missing: managed_by(live) == ManagedBy::Absent,
+        skip_mirror_label_stale: skip_mirror_stale(live, desired),
     }
+}
+
+/// Whether `live` carries a skip-mirror label that epcheck set and `desired` does not want.
+pub(crate) fn skip_mirror_stale(live: &Endpoints, desired: &Endpoints) -> bool {
+    managed_by(live) == ManagedBy::Epcheck
+        && live
+            .metadata
+            .labels
+            .get(SKIP_MIRROR_LABEL)
+            .map(String::as_str)
+            == Some("true")
+        && !desired.metadata.labels.contains_key(SKIP_MIRROR_LABEL)
 }
 
 /// An IP as compared and sorted: parsed when it parses (address order), else its text after
@@ -307,6 +335,39 @@ mod tests {
             .labels
             .insert(MANAGED_BY_LABEL.into(), "Helm".into());
         assert!(diff(&live, &desired).is_empty());
+    }
+
+    #[test]
+    fn a_skip_mirror_label_epcheck_set_is_a_change_and_is_removed() {
+        let mut live = labelled(vec![]);
+        live.metadata
+            .labels
+            .insert(SKIP_MIRROR_LABEL.into(), "true".into());
+        let desired = labelled(vec![]);
+        let d = diff(&live, &desired);
+        assert!(d.skip_mirror_label_stale && !d.is_empty());
+        assert_eq!(
+            d.to_string(),
+            "label endpointslice.kubernetes.io/skip-mirror removed"
+        );
+        let body = crate::render::apply_to_live(&live, &desired);
+        assert!(!body.metadata.labels.contains_key(SKIP_MIRROR_LABEL));
+        assert!(diff(&body, &desired).is_empty());
+
+        // Wanted (slice mode, or the template sets it): kept.
+        let mut wanted = desired.clone();
+        crate::render::mark_skip_mirror(&mut wanted);
+        assert!(diff(&live, &wanted).is_empty());
+        let body = crate::render::apply_to_live(&live, &wanted);
+        assert_eq!(body.metadata.labels[SKIP_MIRROR_LABEL], "true");
+
+        // Another manager's object: not epcheck's label to remove.
+        live.metadata
+            .labels
+            .insert(MANAGED_BY_LABEL.into(), "Helm".into());
+        assert!(diff(&live, &desired).is_empty());
+        let body = crate::render::apply_to_live(&live, &desired);
+        assert_eq!(body.metadata.labels[SKIP_MIRROR_LABEL], "true");
     }
 
     #[test]

@@ -280,6 +280,23 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// Going from `mode: endpointslice` back to `mode: endpoints`, the Endpoints object was
+    /// written but a request about the EndpointSlices epcheck left for the Service failed
+    /// (SPEC §9). Those slices stay, kept as current as the failure allows, and the hand-over
+    /// is tried again at the next reconcile.
+    #[error(
+        "Endpoints {service} was written, but handing the Service over from mode: endpointslice failed while {step}: {source}; epcheck's EndpointSlices for it (labelled endpointslice.kubernetes.io/managed-by=epcheck.io) stay and the hand-over is retried at the next reconcile; if this persists, fix the cause, or delete those slices by hand once the mirroring controller's slices for the Service show its healthy backends"
+    )]
+    SliceHandOver {
+        /// `namespace/name` of the Service.
+        service: String,
+        /// What was being done, e.g. `listing the Service's EndpointSlices`.
+        step: &'static str,
+        /// The failure.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// Leader-election settings that cannot work (SPEC §9).
     #[error("invalid leader election settings: {problem}")]
     ElectionConfig {

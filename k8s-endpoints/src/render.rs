@@ -264,7 +264,9 @@ impl Renderer {
 /// (labels, annotations, `resourceVersion`, unknown fields) except `subsets`, which are
 /// `desired`'s. An address that the live object already had, with details `desired` does not
 /// set (`hostname`, `nodeName`, `targetRef`, unknown fields), keeps those details. The
-/// managed-by label is added when absent.
+/// managed-by label is added when absent; a skip-mirror label that epcheck set (`mode:
+/// endpointslice`) is removed when `desired` has none, so the mirroring controller makes the
+/// Service's slices again.
 pub fn apply_to_live(live: &Endpoints, desired: &Endpoints) -> Endpoints {
     let mut out = live.clone();
     if out.api_version.is_empty() {
@@ -296,6 +298,9 @@ pub fn apply_to_live(live: &Endpoints, desired: &Endpoints) -> Endpoints {
                 addr.ip = ip;
             }
         }
+    }
+    if crate::diff::skip_mirror_stale(live, desired) {
+        out.metadata.labels.remove(SKIP_MIRROR_LABEL);
     }
     ensure_managed_by_label(&mut out);
     out

@@ -26,8 +26,23 @@
 //! the object's own URL, which the ApiServer authorises as a `create` *of that name*; a `POST`
 //! to the collection could not be restricted by name. `services` `get` (named) lets it refuse
 //! an Endpoints object that a selector's controller owns. Leases (`get`, `update`, named
-//! `create`) appear only with leader election on the Lease backend, EndpointSlices only in
-//! `mode: endpointslice` (their names are generated, so those verbs cannot be name-restricted).
+//! `create`) appear only with leader election on the Lease backend. EndpointSlices cannot be
+//! name-restricted (`list` never can, and the number of slices a Service had is not bounded by
+//! the config): in `mode: endpointslice` epcheck gets `get`, `list`, `create`, `update` and
+//! `delete` on them.
+//!
+//! In `mode: endpoints` it gets `list`, `update` and `delete` on endpointslices, in the same
+//! namespaces (those of its services) and nowhere else. That is the choice of issue 20: a
+//! Service switched back from `mode: endpointslice` still has the slices epcheck wrote, which
+//! kube-proxy reads, and only epcheck knows to keep them current until the mirroring
+//! controller's slices show the healthy set and then delete them (SPEC §9). A Role without
+//! these verbs would leave them frozen at the old state — traffic to dead backends — on the
+//! very path a user takes to undo slice mode, and redeploying with the printed manifests is
+//! that path. `create` is left out: in this mode epcheck never adds a slice, so it cannot
+//! point a Service at a new address through one; `get` is left out because nothing reads a
+//! single slice. A deployment that never used slice mode pays one refused-or-empty `list` per
+//! Service at start-up; one that withholds the verbs gets a single error naming them, and its
+//! Endpoints are written all the same.
 //!
 //! ```
 //! use epcheck::config::{ProcessEnv, check};

@@ -17,6 +17,9 @@ pub struct NamespaceAccess {
     pub lease: Option<String>,
     /// EndpointSlices are written here (`mode: endpointslice`).
     pub endpoint_slices: bool,
+    /// EndpointSlices that epcheck wrote here in `mode: endpointslice` may be left to hand
+    /// over (`mode: endpoints`): `list`, `update` and `delete` on them, no `create`.
+    pub slice_handover: bool,
 }
 
 /// Every namespace epcheck writes to, with what it writes there: the services' namespaces,
@@ -32,6 +35,7 @@ pub fn written_namespaces(
         let access = out.entry(svc.namespace.clone()).or_default();
         access.endpoints.insert(svc.name.clone());
         access.endpoint_slices = slices;
+        access.slice_handover = !slices;
     }
     if let Some(ns) = lease_namespace(config, own_namespace) {
         out.entry(ns).or_default().lease = Some(config.leader_election.name.clone());
@@ -109,6 +113,18 @@ pub(super) fn role(ns: &str, access: &NamespaceAccess) -> Value {
             "discovery.k8s.io",
             "endpointslices",
             &["get", "list", "create", "update", "delete"],
+            None,
+        ));
+    }
+    if access.slice_handover && !access.endpoint_slices {
+        // Back from mode: endpointslice, epcheck keeps its old slices current until the
+        // mirroring controller's show the healthy set, then deletes them. It never creates
+        // one in this mode; list cannot be name-restricted, and the names of the slices it
+        // may have left are not bounded by the config, so these are not either.
+        rules.push(rule(
+            "discovery.k8s.io",
+            "endpointslices",
+            &["list", "update", "delete"],
             None,
         ));
     }

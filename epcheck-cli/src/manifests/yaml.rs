@@ -14,11 +14,13 @@ fn comment(kind: &str) -> &'static str {
     match kind {
         "Role" => {
             "# Least privilege: get/update/create on the named Endpoints and get on the\n\
-             # named Services only; create is named because epcheck creates with a PUT to the\n\
+             # named Services; create is named because epcheck creates with a PUT to the\n\
              # object's own URL. Writable Endpoints can forward a Service's traffic anywhere,\n\
-             # even to pods of other namespaces (CVE-2021-25740), so nothing wider: no list or\n\
-             # watch, no wildcard, no ClusterRole. (EndpointSlices, in mode endpointslice only,\n\
-             # have generated names and cannot be name-restricted.)\n"
+             # even to pods of other namespaces (CVE-2021-25740), so nothing wider: no\n\
+             # list or watch on Endpoints, no wildcard, no ClusterRole. EndpointSlices\n\
+             # cannot be name-restricted: in mode endpointslice epcheck writes them; in mode\n\
+             # endpoints it may only list, update and delete the ones it wrote before, to\n\
+             # hand the Service back to the mirroring controller cleanly.\n"
         }
         "Lease" => {
             "# Created here so that epcheck only needs get/update on it: a POST create cannot be\n\

@@ -198,3 +198,187 @@ async fn a_service_moved_from_endpoints_mode_shows_only_healthy_backends() {
     )
     .await;
 }
+
+/// What kube-proxy routes to from `slices`: (ready, not ready) addresses, each once (it merges
+/// an endpoint listed in two slices). An address both ready and not ready counts as ready,
+/// the worse case for the assertions.
+fn routed(slices: &[Value]) -> (Vec<String>, Vec<String>) {
+    let (mut ready, mut not_ready) = slice_view(slices);
+    ready.dedup();
+    not_ready.dedup();
+    not_ready.retain(|a| !ready.contains(a));
+    (ready, not_ready)
+}
+
+fn managers(slices: &[Value]) -> Vec<String> {
+    let mut m: Vec<String> = slices
+        .iter()
+        .map(|s| {
+            s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"]
+                .as_str()
+                .unwrap_or("(none)")
+                .to_string()
+        })
+        .collect();
+    m.sort();
+    m.dedup();
+    m
+}
+
+/// Slice mode → Endpoints mode → slice mode, a backend going down and another coming up in
+/// between, with the real mirroring controller (SPEC §9, issue 20): after every run, what
+/// kube-proxy reads is exactly the healthy backends as ready; back in Endpoints mode the
+/// skip-mirror label goes and epcheck's slices are deleted at the next run after the mirror
+/// shows the healthy set; back in slice mode the mirror's slices go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the conformance network namespace (test `real_apiserver`)"]
+async fn a_service_switched_between_modes_shows_only_healthy_backends_after_every_run() {
+    let ns = "modes";
+    namespace(ns).await;
+    service(ns, "flip", &[("serve", 8080)]).await;
+    let backends = Backends::default();
+    let ips: Vec<String> = (91..=93).map(|n| format!("{NET4}{n}")).collect();
+    backends.up(&ips[0], 18080).await;
+    backends.up(&ips[1], 18080).await;
+    let s = Scratch::new();
+    let svc = || Svc {
+        key: "flip",
+        namespace: ns,
+        name: "flip",
+        port: 18080,
+        ips: ips.clone(),
+    };
+    let in_endpoints = s.config("endpoints.yaml", "content_type: application/json", &[svc()]);
+    let in_slices = s.config(
+        "slices.yaml",
+        "content_type: application/json\nmode: endpointslice",
+        &[svc()],
+    );
+    let mirror = "endpointslicemirroring-controller.k8s.io";
+
+    // 1. Slice mode.
+    s.apply_manifests(&in_slices).await;
+    let (_, r) = s.once(&in_slices).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let healthy = (vec![ips[0].clone(), ips[1].clone()], vec![ips[2].clone()]);
+    let slices = slices_of(ns, "flip").await;
+    assert_eq!(routed(&slices), healthy, "{slices:#?}");
+    assert_eq!(managers(&slices), ["epcheck.io"]);
+
+    // 2. A backend goes down; the Service goes back to Endpoints mode, redeployed with its
+    // manifests (whose Role replaces slice mode's).
+    backends.down(&ips[1], 18080).await;
+    s.apply_manifests(&in_endpoints).await;
+    let mark = super::audit().len();
+    let (v, r) = s.once(&in_endpoints).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(v["services"][0]["action"], "created", "{}", r.stdout);
+    let writes: Vec<(String, String, String)> = epcheck_events(mark, ns)
+        .into_iter()
+        .filter(|e| e.is_write())
+        .map(|e| (e.verb, e.resource, e.name))
+        .collect();
+    let slice = |verb: &str| {
+        (
+            verb.to_string(),
+            "endpointslices".to_string(),
+            "flip-epcheck-ipv4-0".to_string(),
+        )
+    };
+    assert_eq!(
+        writes[..2],
+        [
+            slice("update"),
+            (
+                "update".to_string(),
+                "endpoints".to_string(),
+                "flip".to_string()
+            )
+        ],
+        "the slice is made current first, then the Endpoints object is written: {writes:#?}"
+    );
+    // If the mirroring controller was quick, epcheck's slice is already gone.
+    assert!(
+        writes[2..].is_empty() || writes[2..] == [slice("delete")],
+        "{writes:#?}"
+    );
+    let healthy = (vec![ips[0].clone()], vec![ips[1].clone(), ips[2].clone()]);
+    let slices = slices_of(ns, "flip").await;
+    assert_eq!(
+        routed(&slices),
+        healthy,
+        "epcheck's slices are made current before the hand-over: {slices:#?}"
+    );
+    let obj = get(&endpoints_path(ns, "flip")).await;
+    assert!(
+        obj["metadata"]["labels"]
+            .get("endpointslice.kubernetes.io/skip-mirror")
+            .is_none(),
+        "{obj:#}"
+    );
+    assert_eq!(endpoint_ips(&obj), healthy);
+    // The mirroring controller mirrors the Endpoints object; meanwhile both kinds of slices
+    // show the healthy set.
+    eventually(
+        Duration::from_secs(20),
+        "the controller mirrors the Endpoints object",
+        || async {
+            let slices = slices_of(ns, "flip").await;
+            assert_eq!(routed(&slices), healthy, "{slices:#?}");
+            managers(&slices)
+                .contains(&mirror.to_string())
+                .then_some(())
+        },
+    )
+    .await;
+    // The next run (a resync, for the daemon) hands over: only the mirror's slices remain.
+    let mark = super::audit().len();
+    let (v, r) = s.once(&in_endpoints).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(v["services"][0]["action"], "unchanged", "{}", r.stdout);
+    let slices = slices_of(ns, "flip").await;
+    assert_eq!(managers(&slices), [mirror], "{slices:#?}");
+    assert_eq!(routed(&slices), healthy, "{slices:#?}");
+    let writes: Vec<(String, String, String)> = epcheck_events(mark, ns)
+        .into_iter()
+        .filter(|e| e.is_write())
+        .map(|e| (e.verb, e.resource, e.name))
+        .collect();
+    assert!(
+        writes.is_empty() || writes == [slice("delete")],
+        "{writes:#?}"
+    );
+    // Handed over: nothing more is written.
+    let mark = super::audit().len();
+    let (_, r) = s.once(&in_endpoints).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let writes: Vec<_> = epcheck_events(mark, ns)
+        .into_iter()
+        .filter(|e| e.is_write())
+        .collect();
+    assert!(writes.is_empty(), "writes after the hand-over: {writes:#?}");
+
+    // 3. Another backend comes up; slice mode again.
+    backends.up(&ips[2], 18080).await;
+    s.apply_manifests(&in_slices).await;
+    let (_, r) = s.once(&in_slices).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let healthy = (vec![ips[0].clone(), ips[2].clone()], vec![ips[1].clone()]);
+    let obj = get(&endpoints_path(ns, "flip")).await;
+    assert_eq!(
+        obj["metadata"]["labels"]["endpointslice.kubernetes.io/skip-mirror"], "true",
+        "{obj:#}"
+    );
+    assert_eq!(endpoint_ips(&obj), healthy);
+    // epcheck's slices are written before the mirror's go: healthy at every look.
+    eventually(
+        Duration::from_secs(20),
+        "only epcheck's slices, equal to the healthy set",
+        || async {
+            let slices = slices_of(ns, "flip").await;
+            assert_eq!(routed(&slices), healthy, "{slices:#?}");
+            (managers(&slices) == ["epcheck.io"]).then_some(())
+        },
+    )
+    .await;
+}

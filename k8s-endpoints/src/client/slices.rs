@@ -72,11 +72,52 @@ impl Client {
         namespace: &str,
         service: &str,
     ) -> Result<Vec<EndpointSlice>, Error> {
+        self.list_slices_labelled(namespace, service, &epcheck_selector(service), |item| {
+            is_epcheck_slice(item, service)
+        })
+        .await
+    }
+
+    /// Lists every EndpointSlice labelled `kubernetes.io/service-name=<service>`, whoever
+    /// manages it (epcheck, the mirroring controller, the endpointslice controller): what
+    /// kube-proxy reads for the Service. Items get their `apiVersion` and `kind` filled in.
+    ///
+    /// The reply must be an `EndpointSliceList` whose every item is an EndpointSlice in
+    /// `namespace` carrying that label: anything else is [`Error::UnexpectedObject`].
+    ///
+    /// # Errors
+    ///
+    /// As [`list_endpoint_slices`](Self::list_endpoint_slices).
+    pub async fn list_service_endpoint_slices(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> Result<Vec<EndpointSlice>, Error> {
+        let selector = format!("{SERVICE_NAME_LABEL}={service}");
+        self.list_slices_labelled(namespace, service, &selector, |item| {
+            item.metadata
+                .labels
+                .get(SERVICE_NAME_LABEL)
+                .map(String::as_str)
+                == Some(service)
+        })
+        .await
+    }
+
+    /// `GET` of the collection with `selector`; every item must be an EndpointSlice of
+    /// `namespace` that `wanted` accepts.
+    async fn list_slices_labelled(
+        &self,
+        namespace: &str,
+        service: &str,
+        selector: &str,
+        wanted: impl Fn(&EndpointSlice) -> bool,
+    ) -> Result<Vec<EndpointSlice>, Error> {
         check_name(service)?;
         let path = format!(
             "{}?labelSelector={}",
             self.slices_path(namespace)?,
-            encode_query(&epcheck_selector(service))
+            encode_query(selector)
         );
         let req = slice_request(Method::GET, path, None, "list", namespace, None);
         let resp = self.execute(&req).await.map_err(|e| with_hint(e, &req))?;
@@ -86,12 +127,7 @@ impl Client {
             .get("kind")
             .and_then(serde_json::Value::as_str)
             .unwrap_or_default();
-        let asked = || {
-            format!(
-                "the EndpointSlices in namespace {namespace} labelled {}",
-                epcheck_selector(service)
-            )
-        };
+        let asked = || format!("the EndpointSlices in namespace {namespace} labelled {selector}");
         if list_kind != "EndpointSliceList" {
             let got = format!(
                 "a {} instead of an EndpointSliceList",
@@ -102,7 +138,7 @@ impl Client {
         for item in &list.items {
             let kind_ok = item.kind.is_empty() || item.kind == ENDPOINT_SLICE_KIND;
             let ns_ok = item.metadata.namespace.as_deref() == Some(namespace);
-            if !(kind_ok && ns_ok && is_epcheck_slice(item, service)) {
+            if !(kind_ok && ns_ok && wanted(item)) {
                 let kind = if item.kind.is_empty() {
                     ENDPOINT_SLICE_KIND
                 } else {

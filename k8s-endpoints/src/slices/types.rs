@@ -94,6 +94,17 @@ impl EndpointSlice {
         }
         self
     }
+
+    /// The addresses kube-proxy would send traffic to: those of endpoints whose
+    /// `conditions.ready` is true or absent (absent means ready, as the API documents), in the
+    /// canonical form of an IP when they parse as one.
+    pub fn ready_addresses(&self) -> impl Iterator<Item = String> + '_ {
+        self.endpoints
+            .iter()
+            .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            .flat_map(|ep| ep.addresses.iter())
+            .map(|a| crate::render::normalize_ip(a))
+    }
 }
 
 /// The list the ApiServer returns for a `GET` of the collection.
@@ -229,6 +240,22 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn ready_addresses_are_what_kube_proxy_routes_to() {
+        let s: EndpointSlice = serde_json::from_value(json!({
+            "addressType": "IPv6",
+            "endpoints": [
+                {"addresses": ["2001:DB8::1"], "conditions": {"ready": true}},
+                {"addresses": ["2001:db8::2"], "conditions": {"ready": false}},
+                {"addresses": ["2001:db8::3"]},
+                {"addresses": ["2001:db8::4"], "conditions": {}},
+            ]
+        }))
+        .unwrap();
+        let ready: Vec<String> = s.ready_addresses().collect();
+        assert_eq!(ready, ["2001:db8::1", "2001:db8::3", "2001:db8::4"]);
+    }
 
     #[test]
     fn minimal_json_always_has_endpoints() {

@@ -72,7 +72,11 @@ fn the_seed_gets_one_role_for_its_three_endpoints() {
     let role = one(&docs, "Role");
     assert_eq!(role["metadata"]["namespace"], "default");
     let rules = role["rules"].as_array().unwrap();
-    assert_eq!(rules.len(), 2, "endpoints and services only: {rules:?}");
+    assert_eq!(
+        rules.len(),
+        3,
+        "endpoints, services and the slice hand-over only: {rules:?}"
+    );
     assert_eq!(
         strings(&rules[0]["verbs"]),
         BTreeSet::from(["get".into(), "update".into(), "create".into()])
@@ -146,9 +150,25 @@ fn leases_only_with_leader_election_on_a_lease() {
 }
 
 #[test]
-fn endpointslices_only_in_that_mode() {
+fn endpointslices_written_in_that_mode_and_handed_over_in_endpoints_mode() {
     let mut config = load(SEED);
-    assert!(rules_for(&generate(&config, SEED), "endpointslices").is_empty());
+    // Endpoints mode: list, update and delete (the hand-over), never create, and only where
+    // a service is.
+    let docs = generate(&config, SEED);
+    let handover = rules_for(&docs, "endpointslices");
+    let service_namespaces: BTreeSet<String> = config
+        .services
+        .iter()
+        .map(|s| s.namespace.clone())
+        .collect();
+    let granted: BTreeSet<String> = handover.iter().map(|(ns, _)| ns.to_string()).collect();
+    assert_eq!(granted, service_namespaces);
+    for (_, rule) in &handover {
+        assert_eq!(
+            strings(&rule["verbs"]),
+            BTreeSet::from(["list".into(), "update".into(), "delete".into()])
+        );
+    }
     config.mode = Mode::EndpointSlice;
     let docs = generate(&config, SEED);
     let slices = rules_for(&docs, "endpointslices");

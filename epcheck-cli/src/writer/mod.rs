@@ -1,5 +1,9 @@
 //! What a service's healthy set is written to: its v1 Endpoints object (`mode: endpoints`, the
-//! original behaviour) or discovery.k8s.io/v1 EndpointSlices (`mode: endpointslice`).
+//! original behaviour) or discovery.k8s.io/v1 EndpointSlices (`mode: endpointslice`), and how a
+//! Service changes hands between the two (this module for Endpoints → slices, [`handover`]
+//! for slices → Endpoints).
+
+mod handover;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -15,6 +19,7 @@ use k8s_endpoints::{
 
 use crate::apiserver::ServerPolicy;
 use crate::config::Mode;
+use handover::HandOver;
 
 /// The outcome of one reconcile, whatever was written.
 #[derive(Debug, Clone)]
@@ -93,6 +98,8 @@ pub struct ObjectWriter {
     /// endpoints`) exists: [`LEGACY_UNKNOWN`] until the first write, then
     /// [`LEGACY_PRESENT`] (kept current) or [`LEGACY_ABSENT`] (never looked at again).
     legacy: Arc<AtomicU8>,
+    /// In Endpoints mode, what is left of slice mode for this Service.
+    handover: Option<HandOver>,
 }
 
 const LEGACY_UNKNOWN: u8 = 0;
@@ -110,17 +117,27 @@ impl ObjectWriter {
         mode: Mode,
         server: ServerPolicy,
     ) -> Result<Self, k8s_endpoints::Error> {
-        let slices = match mode {
-            Mode::EndpointSlice => Some(
-                SliceRenderer::from_renderer(&renderer)?
-                    .with_serving_terminating(server.slice_serving_terminating),
+        let slice_renderer = || {
+            SliceRenderer::from_renderer(&renderer)
+                .map(|r| r.with_serving_terminating(server.slice_serving_terminating))
+        };
+        let (slices, handover) = match mode {
+            Mode::EndpointSlice => (Some(slice_renderer()?), None),
+            // A Service that cannot have slices never had epcheck's: nothing to keep current.
+            Mode::Endpoints => (
+                None,
+                Some(HandOver::new(
+                    renderer.namespace(),
+                    renderer.name(),
+                    slice_renderer().ok(),
+                )),
             ),
-            Mode::Endpoints => None,
         };
         Ok(ObjectWriter {
             renderer,
             slices,
             legacy: Arc::new(AtomicU8::new(LEGACY_UNKNOWN)),
+            handover,
         })
     }
 
@@ -147,7 +164,23 @@ impl ObjectWriter {
     ) -> Result<WriteOutcome, k8s_endpoints::Error> {
         match &self.slices {
             None => {
+                // Slices → Endpoints: epcheck's slices first made current, then the Endpoints
+                // object written (without skip-mirror), then the slices deleted once the
+                // mirror shows the healthy set (see `handover`).
+                let handover = self
+                    .handover
+                    .as_ref()
+                    .filter(|h| mode == ReconcileMode::Apply && h.is_due());
+                let prepared = match handover {
+                    Some(h) => h.prepare(client, ready, not_ready).await,
+                    None => Ok(false),
+                };
                 let o = reconcile(client, &self.renderer, ready, not_ready, mode).await?;
+                if let Some(h) = handover
+                    && prepared?
+                {
+                    h.finish(client, ready).await?;
+                }
                 Ok(WriteOutcome {
                     action: o.action,
                     change: o.diff.to_string(),
@@ -197,7 +230,9 @@ impl ObjectWriter {
             }
         };
         self.legacy.store(LEGACY_PRESENT, Ordering::Relaxed);
-        let desired = self.renderer.render(ready, not_ready, Some(&live));
+        let mut desired = self.renderer.render(ready, not_ready, Some(&live));
+        // The label is wanted here: compare and write with it.
+        mark_skip_mirror(&mut desired);
         let changes = diff(&live, &desired);
         let mut body = apply_to_live(&live, &desired);
         let labelled = mark_skip_mirror(&mut body);
