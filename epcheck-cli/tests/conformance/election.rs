@@ -5,9 +5,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::{
-    Backends, Daemon, INSIDE_ENV, NET4, Scratch, Svc, eventually, get, namespace, plane, service,
-};
+use super::{Daemon, INSIDE_ENV, NET4, eventually, get, plane};
+use super::{WebService, web_service};
 
 const LEASE: Duration = Duration::from_millis(3000);
 const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/elect/leases/epcheck";
@@ -72,28 +71,20 @@ async fn leader(contenders: &[Contender], limit: Duration) -> usize {
 #[ignore = "runs inside the conformance network namespace (test `real_apiserver`)"]
 async fn epcheck_replicas_and_client_go_never_lead_together() {
     let ns = "elect";
-    namespace(ns).await;
-    service(ns, "web", &[("serve", 8080)]).await;
-    let backends = Backends::default();
     let ips: Vec<String> = (71..=72).map(|n| format!("{NET4}{n}")).collect();
-    for ip in &ips {
-        backends.up(ip, 18080).await;
-    }
-    let s = Scratch::new();
-    let cfg = s.config(
-        "c.yaml",
+    let WebService {
+        backends: _b,
+        s,
+        cfg,
+    } = web_service(
+        ns,
+        &ips,
+        2,
         "content_type: application/json\n\
          leader_election: {enabled: true, namespace: elect, name: epcheck, \
          lease_duration: 3000, renew_deadline: 2000, retry_period: 500}",
-        &[Svc {
-            key: "web",
-            namespace: ns,
-            name: "web",
-            port: 18080,
-            ips: ips.clone(),
-        }],
-    );
-    s.apply_manifests(&cfg).await;
+    )
+    .await;
 
     let mut contenders = Vec::new();
     for n in 0..3 {

@@ -471,3 +471,39 @@ impl Daemon {
             .and_then(|s| s.code())
     }
 }
+
+/// The usual set-up of a scenario.
+pub struct WebService {
+    /// The backends (the first `up` of `ips` listen on 18080).
+    pub backends: Backends,
+    /// The scratch directory with epcheck's token.
+    pub s: Scratch,
+    /// The config's path.
+    pub cfg: String,
+}
+
+/// Kubernetes namespace `ns` with a selector-less Service `web` (port `serve` 8080), backends
+/// on `ips` (the first `up` of them listening on 18080), and a config `c.yaml` for that one
+/// service with `extra` top-level keys, whose manifests are applied through the real API.
+pub async fn web_service(ns: &str, ips: &[String], up: usize, extra: &str) -> WebService {
+    namespace(ns).await;
+    service(ns, "web", &[("serve", 8080)]).await;
+    let backends = Backends::default();
+    for ip in &ips[..up] {
+        backends.up(ip, 18080).await;
+    }
+    let s = Scratch::new();
+    let cfg = s.config(
+        "c.yaml",
+        extra,
+        &[Svc {
+            key: "web",
+            namespace: ns,
+            name: "web",
+            port: 18080,
+            ips: ips.to_vec(),
+        }],
+    );
+    s.apply_manifests(&cfg).await;
+    WebService { backends, s, cfg }
+}

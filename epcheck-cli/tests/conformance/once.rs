@@ -16,6 +16,7 @@ use super::{
     Backends, NET4, Scratch, Svc, endpoint_ips, endpoints_path, epcheck_events, eventually, get,
     namespace, plane, send, service, slice_view, slices_of,
 };
+use super::{WebService, web_service};
 
 const CHECK_PORT: u16 = 18080;
 
@@ -50,25 +51,14 @@ async fn mirrored(ns: &str, svc: &str, ready: &[String], not_ready: &[String]) {
 #[ignore = "runs inside the conformance network namespace (test `real_apiserver`)"]
 async fn once_creates_leaves_alone_and_updates() {
     let ns = "once-endpoints";
-    namespace(ns).await;
-    service(ns, "web", &[("serve", 8080)]).await;
-    let backends = Backends::default();
-    backends.up(&ip(11), CHECK_PORT).await;
-    backends.up(&ip(12), CHECK_PORT).await;
-    let s = Scratch::new();
     // application/yaml: the original tool's body format, which the real server must accept.
-    let cfg = s.config(
-        "c.yaml",
+    let WebService { backends, s, cfg } = web_service(
+        ns,
+        &[ip(11), ip(12), ip(13)],
+        2,
         "content_type: application/yaml",
-        &[Svc {
-            key: "web",
-            namespace: ns,
-            name: "web",
-            port: CHECK_PORT,
-            ips: vec![ip(11), ip(12), ip(13)],
-        }],
-    );
-    s.apply_manifests(&cfg).await;
+    )
+    .await;
 
     // Missing object: created, by a PUT to its own URL (create-on-update, a named create).
     let mark = super::audit().len();
@@ -293,20 +283,8 @@ async fn conflicting_proxy(token: String) -> (String, Arc<AtomicBool>) {
 #[ignore = "runs inside the conformance network namespace (test `real_apiserver`)"]
 async fn a_conflict_with_another_writer_is_retried() {
     let ns = "once-conflict";
-    namespace(ns).await;
-    service(ns, "web", &[("serve", 8080)]).await;
-    let backends = Backends::default();
-    backends.up(&ip(41), CHECK_PORT).await;
-    let s = Scratch::new();
-    let svc = || Svc {
-        key: "web",
-        namespace: ns,
-        name: "web",
-        port: CHECK_PORT,
-        ips: vec![ip(41), ip(42)],
-    };
-    let cfg = s.config("c.yaml", "content_type: application/json", &[svc()]);
-    s.apply_manifests(&cfg).await;
+    let WebService { backends, s, cfg } =
+        web_service(ns, &[ip(41), ip(42)], 1, "content_type: application/json").await;
     let (v, r) = s.once(&cfg).await;
     assert_eq!(v["services"][0]["action"], "created", "{}", r.all());
 

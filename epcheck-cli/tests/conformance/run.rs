@@ -4,34 +4,23 @@
 use std::time::Duration;
 
 use super::{
-    Backends, Daemon, NET4, Scratch, Svc, endpoint_ips, endpoints_path, epcheck_events, eventually,
-    get, namespace, service, slice_view, slices_of,
+    Daemon, NET4, endpoint_ips, endpoints_path, epcheck_events, eventually, get, slice_view,
+    slices_of,
 };
+use super::{WebService, web_service};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs inside the conformance network namespace (test `real_apiserver`)"]
 async fn run_follows_backends_and_is_quiet_in_steady_state() {
     let ns = "run";
-    namespace(ns).await;
-    service(ns, "web", &[("serve", 8080)]).await;
     let ips: Vec<String> = (61..=63).map(|n| format!("{NET4}{n}")).collect();
-    let backends = Backends::default();
-    for ip in &ips {
-        backends.up(ip, 18080).await;
-    }
-    let s = Scratch::new();
-    let cfg = s.config(
-        "c.yaml",
+    let WebService { backends, s, cfg } = web_service(
+        ns,
+        &ips,
+        3,
         "content_type: application/json\nresync_interval: 2000",
-        &[Svc {
-            key: "web",
-            namespace: ns,
-            name: "web",
-            port: 18080,
-            ips: ips.clone(),
-        }],
-    );
-    s.apply_manifests(&cfg).await;
+    )
+    .await;
     let mut d = Daemon::epcheck(&s, &cfg, &[]);
     let path = endpoints_path(ns, "web");
     let want = |ready: Vec<String>, not_ready: Vec<String>| {
