@@ -135,26 +135,13 @@ async fn slices_are_accepted_split_owned_and_collected() {
 #[ignore = "runs inside the conformance network namespace (test `real_apiserver`)"]
 async fn a_service_moved_from_endpoints_mode_shows_only_healthy_backends() {
     let ns = "slices-moved";
-    namespace(ns).await;
-    service(ns, "moved", &[("serve", 8080)]).await;
-    let backends = Backends::default();
     let ips: Vec<String> = (81..=83).map(|n| format!("{NET4}{n}")).collect();
-    backends.up(&ips[0], 18080).await;
-    backends.up(&ips[1], 18080).await;
-    let s = Scratch::new();
-    let svc = || Svc {
-        key: "moved",
-        namespace: ns,
-        name: "moved",
-        port: 18080,
-        ips: ips.clone(),
-    };
-    let in_endpoints = s.config("endpoints.yaml", "content_type: application/json", &[svc()]);
-    let in_slices = s.config(
-        "slices.yaml",
-        "content_type: application/json\nmode: endpointslice",
-        &[svc()],
-    );
+    let TwoModes {
+        backends,
+        s,
+        in_endpoints,
+        in_slices,
+    } = two_modes(ns, "moved", &ips).await;
     s.apply_manifests(&in_endpoints).await;
     let (_, r) = s.once(&in_endpoints).await;
     assert_eq!(r.code, 0, "{}", r.all());
@@ -234,26 +221,13 @@ fn managers(slices: &[Value]) -> Vec<String> {
 #[ignore = "runs inside the conformance network namespace (test `real_apiserver`)"]
 async fn a_service_switched_between_modes_shows_only_healthy_backends_after_every_run() {
     let ns = "modes";
-    namespace(ns).await;
-    service(ns, "flip", &[("serve", 8080)]).await;
-    let backends = Backends::default();
-    let ips: Vec<String> = (91..=93).map(|n| format!("{NET4}{n}")).collect();
-    backends.up(&ips[0], 18080).await;
-    backends.up(&ips[1], 18080).await;
-    let s = Scratch::new();
-    let svc = || Svc {
-        key: "flip",
-        namespace: ns,
-        name: "flip",
-        port: 18080,
-        ips: ips.clone(),
-    };
-    let in_endpoints = s.config("endpoints.yaml", "content_type: application/json", &[svc()]);
-    let in_slices = s.config(
-        "slices.yaml",
-        "content_type: application/json\nmode: endpointslice",
-        &[svc()],
-    );
+    let ips: Vec<String> = (231..=233).map(|n| format!("{NET4}{n}")).collect();
+    let TwoModes {
+        backends,
+        s,
+        in_endpoints,
+        in_slices,
+    } = two_modes(ns, "flip", &ips).await;
     let mirror = "endpointslicemirroring-controller.k8s.io";
 
     // 1. Slice mode.
@@ -381,4 +355,42 @@ async fn a_service_switched_between_modes_shows_only_healthy_backends_after_ever
         },
     )
     .await;
+}
+
+/// A Service `svc` in namespace `ns` with backends `ips` (the first two listening) and two
+/// configs for it, one per mode; no manifests applied yet (each mode's are applied before it
+/// runs, as a user redeploying would).
+struct TwoModes {
+    backends: Backends,
+    s: Scratch,
+    in_endpoints: String,
+    in_slices: String,
+}
+
+async fn two_modes(ns: &str, svc: &str, ips: &[String]) -> TwoModes {
+    namespace(ns).await;
+    service(ns, svc, &[("serve", 8080)]).await;
+    let backends = Backends::default();
+    backends.up(&ips[0], 18080).await;
+    backends.up(&ips[1], 18080).await;
+    let s = Scratch::new();
+    let one = || Svc {
+        key: svc,
+        namespace: ns,
+        name: svc,
+        port: 18080,
+        ips: ips.to_vec(),
+    };
+    let in_endpoints = s.config("endpoints.yaml", "content_type: application/json", &[one()]);
+    let in_slices = s.config(
+        "slices.yaml",
+        "content_type: application/json\nmode: endpointslice",
+        &[one()],
+    );
+    TwoModes {
+        backends,
+        s,
+        in_endpoints,
+        in_slices,
+    }
 }
