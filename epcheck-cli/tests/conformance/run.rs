@@ -74,3 +74,48 @@ async fn run_follows_backends_and_is_quiet_in_steady_state() {
     );
     assert_eq!(d.terminate().await, Some(0), "{}", d.log());
 }
+
+/// The daemon in slice mode over several resyncs: what the real server stores (with its
+/// defaults) compares equal to what epcheck wants, so nothing is rewritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the conformance network namespace (test `real_apiserver`)"]
+async fn run_in_slice_mode_is_quiet_in_steady_state() {
+    let ns = "run-slices";
+    let ips: Vec<String> = (241..=243).map(|n| format!("{NET4}{n}")).collect();
+    let WebService {
+        backends: _b,
+        s,
+        cfg,
+    } = web_service(
+        ns,
+        &ips,
+        2,
+        "content_type: application/json\nresync_interval: 2000\nmode: endpointslice",
+    )
+    .await;
+    let mut d = Daemon::epcheck(&s, &cfg, &[]);
+    let want = (vec![ips[0].clone(), ips[1].clone()], vec![ips[2].clone()]);
+    eventually(
+        Duration::from_secs(15),
+        "the slices hold the healthy set",
+        || async { (slice_view(&slices_of(ns, "web").await) == want).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mark = super::audit().len();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let events = epcheck_events(mark, ns);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.resource == "endpointslices" && e.verb == "list"),
+        "no resync read in 7 s: {events:#?}\n{}",
+        d.log()
+    );
+    let writes: Vec<_> = events.iter().filter(|e| e.is_write()).collect();
+    assert!(
+        writes.is_empty(),
+        "steady state in slice mode wrote: {writes:#?}"
+    );
+    assert_eq!(d.terminate().await, Some(0), "{}", d.log());
+}
