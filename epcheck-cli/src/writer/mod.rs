@@ -1,6 +1,6 @@
 //! What a service's healthy set is written to: its v1 Endpoints object (`mode: endpoints`, the
 //! original behaviour) or discovery.k8s.io/v1 EndpointSlices (`mode: endpointslice`), and how a
-//! Service changes hands between the two (this module for Endpoints → slices, [`handover`]
+//! Service changes hands between the two (this module for Endpoints → slices, `handover.rs`
 //! for slices → Endpoints).
 
 mod handover;
