@@ -53,18 +53,7 @@ async fn run_follows_backends_and_is_quiet_in_steady_state() {
     .await;
 
     // Steady state over several resyncs (2 s each): reads, no write.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mark = super::audit().len();
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    let events = epcheck_events(mark, ns);
-    let reads = events.iter().filter(|e| e.verb == "get").count();
-    assert!(
-        reads >= 2,
-        "no resync read in 7 s: {events:#?}\n{}",
-        d.log()
-    );
-    let writes: Vec<_> = events.iter().filter(|e| e.is_write()).collect();
-    assert!(writes.is_empty(), "steady state wrote: {writes:#?}");
+    let reads = steady_state_reads(ns, "endpoints", "get", &d).await;
     // Every Endpoints response carried the deprecation warning; the log shows it once.
     let log = d.log();
     assert_eq!(
@@ -101,21 +90,27 @@ async fn run_in_slice_mode_is_quiet_in_steady_state() {
         || async { (slice_view(&slices_of(ns, "web").await) == want).then_some(()) },
     )
     .await;
+    steady_state_reads(ns, "endpointslices", "list", &d).await;
+    assert_eq!(d.terminate().await, Some(0), "{}", d.log());
+}
+
+/// Watches epcheck's requests in `ns` for 7 s of steady state (after 2 s to settle, so several
+/// 2 s resyncs): it reads (`verb` on `resource`) and writes nothing. Returns the reads.
+async fn steady_state_reads(ns: &str, resource: &str, verb: &str, d: &Daemon) -> usize {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mark = super::audit().len();
     tokio::time::sleep(Duration::from_secs(7)).await;
     let events = epcheck_events(mark, ns);
+    let reads = events
+        .iter()
+        .filter(|e| e.resource == resource && e.verb == verb)
+        .count();
     assert!(
-        events
-            .iter()
-            .any(|e| e.resource == "endpointslices" && e.verb == "list"),
+        reads >= 2,
         "no resync read in 7 s: {events:#?}\n{}",
         d.log()
     );
     let writes: Vec<_> = events.iter().filter(|e| e.is_write()).collect();
-    assert!(
-        writes.is_empty(),
-        "steady state in slice mode wrote: {writes:#?}"
-    );
-    assert_eq!(d.terminate().await, Some(0), "{}", d.log());
+    assert!(writes.is_empty(), "steady state wrote: {writes:#?}");
+    reads
 }
