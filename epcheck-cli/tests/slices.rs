@@ -230,7 +230,7 @@ async fn a_service_that_gains_a_selector_is_left_to_its_controllers() {
         d.log()
     );
     let owned = "epcheck_service_selector_owned{service=\"web\"}";
-    let scrape = http_get(&addr, "/metrics").await.1;
+    let scrape = scrape_until(&addr, owned, 1.0).await;
     assert_eq!(sample(&scrape, owned), Some(1.0), "{scrape}");
 
     // Two more resyncs: nothing written, the controller's slice left alone, said once.
@@ -263,7 +263,7 @@ async fn a_service_that_gains_a_selector_is_left_to_its_controllers() {
         "{}",
         d.log()
     );
-    let scrape = http_get(&addr, "/metrics").await.1;
+    let scrape = scrape_until(&addr, owned, 0.0).await;
     assert_eq!(sample(&scrape, owned), Some(0.0), "{scrape}");
     assert!(d.log().contains("epcheck manages it again"), "{}", d.log());
     let (code, _, log) = d.terminate().await;
@@ -578,4 +578,18 @@ async fn the_daemon_lists_slices_once_for_a_service_that_never_had_any() {
     let (code, _, log) = d.terminate().await;
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(lists, 1, "{log}");
+}
+
+/// Scrapes `/metrics` until `series` has `value` (at most 4 s) and returns the last page: a
+/// gauge is set when the daemon takes a reconcile's result, a moment after the stand-in saw
+/// the requests.
+async fn scrape_until(addr: &str, series: &str, value: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let scrape = http_get(addr, "/metrics").await.1;
+        if sample(&scrape, series) == Some(value) || Instant::now() >= deadline {
+            return scrape;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
