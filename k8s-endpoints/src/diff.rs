@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::instance::{INSTANCE_LABEL, instance_of};
 use crate::render::{MANAGED_BY_LABEL, ManagedBy, SKIP_MIRROR_LABEL, managed_by, normalize_ip};
 use crate::types::{EndpointAddress, EndpointPort, Endpoints};
 
@@ -84,6 +85,9 @@ pub struct EndpointsDiff {
     /// `endpointslice.kubernetes.io/skip-mirror: "true"` and the desired one is not: the label
     /// left by `mode: endpointslice`, to be removed.
     pub skip_mirror_label_stale: bool,
+    /// The desired object names an epcheck instance (`epcheck.io/instance`) that the live one
+    /// does not: an object from before instances, adopted by the one that manages it.
+    pub instance_label_missing: bool,
 }
 
 impl EndpointsDiff {
@@ -93,6 +97,7 @@ impl EndpointsDiff {
             && !self.ports_changed()
             && !self.managed_by_label_missing
             && !self.skip_mirror_label_stale
+            && !self.instance_label_missing
     }
 
     /// Whether any ready or not-ready IP changes.
@@ -139,6 +144,9 @@ impl fmt::Display for EndpointsDiff {
         if self.skip_mirror_label_stale {
             parts.push(format!("label {SKIP_MIRROR_LABEL} removed"));
         }
+        if self.instance_label_missing {
+            parts.push(format!("label {INSTANCE_LABEL} missing"));
+        }
         if parts.is_empty() {
             f.write_str("no change")
         } else {
@@ -160,6 +168,8 @@ pub fn diff(live: &Endpoints, desired: &Endpoints) -> EndpointsDiff {
         removed_ports: live_ports.difference(&want_ports).cloned().collect(),
         managed_by_label_missing: managed_by(live) == ManagedBy::Absent,
         skip_mirror_label_stale: skip_mirror_stale(live, desired),
+        instance_label_missing: instance_of(&desired.metadata.labels).is_some()
+            && instance_of(&live.metadata.labels) != instance_of(&desired.metadata.labels),
     }
 }
 

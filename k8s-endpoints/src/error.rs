@@ -297,6 +297,22 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// The object carries `epcheck.io/instance` naming another epcheck deployment: that one
+    /// manages it, and this one never writes it (SPEC §9).
+    #[error(
+        "{kind} {object} belongs to epcheck instance {theirs:?} (label epcheck.io/instance), not to this one ({ours:?}): two epcheck deployments must not manage the same Service; remove the Service from one of the two configs (the other then takes it over once `epcheck prune` or `prune: true` releases it), or give both the same instance if they are replicas of one deployment"
+    )]
+    OtherInstance {
+        /// `Endpoints` or `EndpointSlice`.
+        kind: &'static str,
+        /// `namespace/name` of the object.
+        object: String,
+        /// The instance the object names (control characters escaped).
+        theirs: String,
+        /// This deployment's instance.
+        ours: String,
+    },
+
     /// Leader-election settings that cannot work (SPEC §9).
     #[error("invalid leader election settings: {problem}")]
     ElectionConfig {

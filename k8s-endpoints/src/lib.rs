@@ -76,6 +76,7 @@ pub mod codec;
 pub mod diff;
 pub mod election;
 pub mod error;
+pub mod instance;
 pub mod path;
 pub mod render;
 pub mod slices;
@@ -90,6 +91,9 @@ pub use client::{
 pub use codec::{ContentType, to_json, to_yaml};
 pub use diff::{EndpointsDiff, PortKey, diff};
 pub use error::Error;
+pub use instance::{
+    DEFAULT_INSTANCE, INSTANCE_LABEL, check_instance, instance_of, validate_instance,
+};
 pub use path::{PathTemplate, validate_name, validate_namespace};
 pub use render::{
     MANAGED_BY_LABEL, MANAGED_BY_VALUE, ManagedBy, NotReadyPolicy, Renderer, SKIP_MIRROR_LABEL,

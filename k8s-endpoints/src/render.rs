@@ -27,6 +27,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::instance::{INSTANCE_LABEL, instance_of};
 use crate::path::{check_name, check_namespace, validate_namespace};
 use crate::types::{
     ENDPOINTS_API_VERSION, ENDPOINTS_KIND, EndpointAddress, EndpointPort, EndpointSubset, Endpoints,
@@ -202,6 +203,23 @@ impl Renderer {
         })
     }
 
+    /// Labels every rendered object `epcheck.io/instance: <instance>`, the epcheck deployment
+    /// that manages it ([`crate::instance`]). The caller checks the value with
+    /// [`validate_instance`](crate::validate_instance).
+    #[must_use]
+    pub fn with_instance(mut self, instance: &str) -> Self {
+        self.base
+            .metadata
+            .labels
+            .insert(INSTANCE_LABEL.to_owned(), instance.to_owned());
+        self
+    }
+
+    /// The instance set with [`with_instance`](Self::with_instance), if any.
+    pub fn instance(&self) -> Option<&str> {
+        instance_of(&self.base.metadata.labels)
+    }
+
     /// The namespace of the rendered object.
     pub fn namespace(&self) -> &str {
         self.base.metadata.namespace.as_deref().unwrap_or_default()
@@ -266,7 +284,7 @@ impl Renderer {
 /// set (`hostname`, `nodeName`, `targetRef`, unknown fields), keeps those details. The
 /// managed-by label is added when absent; a skip-mirror label that epcheck set (`mode:
 /// endpointslice`) is removed when `desired` has none, so the mirroring controller makes the
-/// Service's slices again.
+/// Service's slices again. `desired`'s `epcheck.io/instance` label, if any, is set.
 pub fn apply_to_live(live: &Endpoints, desired: &Endpoints) -> Endpoints {
     let mut out = live.clone();
     if out.api_version.is_empty() {
@@ -303,6 +321,11 @@ pub fn apply_to_live(live: &Endpoints, desired: &Endpoints) -> Endpoints {
         out.metadata.labels.remove(SKIP_MIRROR_LABEL);
     }
     ensure_managed_by_label(&mut out);
+    if let Some(instance) = instance_of(&desired.metadata.labels) {
+        out.metadata
+            .labels
+            .insert(INSTANCE_LABEL.to_owned(), instance.to_owned());
+    }
     out
 }
 

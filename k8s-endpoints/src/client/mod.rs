@@ -63,6 +63,7 @@ mod retry;
 mod service;
 mod slices;
 mod tls;
+mod unconfigured;
 mod version;
 mod warning;
 
@@ -82,6 +83,7 @@ pub use retry::{Backoff, RetryDecision, RetryPolicy, classify};
 pub use service::{ServiceInfo, ServicePort};
 pub use slices::{SlicesOutcome, reconcile_slices};
 pub use tls::parse_ca_pem;
+pub use unconfigured::{PruneAction, Unconfigured, UnconfiguredReport};
 pub use version::VersionInfo;
 pub use warning::parse_warning;
 

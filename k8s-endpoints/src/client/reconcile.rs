@@ -25,6 +25,7 @@ use super::retry::Backoff;
 use super::service::ServiceInfo;
 use crate::diff::{EndpointsDiff, diff};
 use crate::error::Error;
+use crate::instance::check_instance;
 use crate::render::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, Renderer, apply_to_live};
 use crate::types::Endpoints;
 
@@ -214,6 +215,13 @@ async fn update(
     mode: ReconcileMode,
     live: Endpoints,
 ) -> Pass {
+    check_instance(
+        "Endpoints",
+        || live.key(),
+        &live.metadata.labels,
+        renderer.instance(),
+    )
+    .map_err(Fatal)?;
     let desired = renderer.render(ready, not_ready, Some(&live));
     let changes = diff(&live, &desired);
     if changes.is_empty() {

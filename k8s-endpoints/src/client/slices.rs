@@ -45,6 +45,7 @@ use super::retry::Backoff;
 use super::service::ServiceInfo;
 use crate::codec;
 use crate::error::{Error, SliceCleanup};
+use crate::instance::check_instance;
 use crate::path::{check_name, check_namespace};
 use crate::slices::{
     ENDPOINT_SLICE_KIND, EndpointSlice, EndpointSliceList, SERVICE_NAME_LABEL,
@@ -72,7 +73,8 @@ impl Client {
         namespace: &str,
         service: &str,
     ) -> Result<Vec<EndpointSlice>, Error> {
-        self.list_slices_labelled(namespace, service, &epcheck_selector(service), |item| {
+        check_name(service)?;
+        self.list_slices_labelled(namespace, &epcheck_selector(service), |item| {
             is_epcheck_slice(item, service)
         })
         .await
@@ -93,8 +95,9 @@ impl Client {
         namespace: &str,
         service: &str,
     ) -> Result<Vec<EndpointSlice>, Error> {
+        check_name(service)?;
         let selector = format!("{SERVICE_NAME_LABEL}={service}");
-        self.list_slices_labelled(namespace, service, &selector, |item| {
+        self.list_slices_labelled(namespace, &selector, |item| {
             item.metadata
                 .labels
                 .get(SERVICE_NAME_LABEL)
@@ -106,14 +109,12 @@ impl Client {
 
     /// `GET` of the collection with `selector`; every item must be an EndpointSlice of
     /// `namespace` that `wanted` accepts.
-    async fn list_slices_labelled(
+    pub(super) async fn list_slices_labelled(
         &self,
         namespace: &str,
-        service: &str,
         selector: &str,
         wanted: impl Fn(&EndpointSlice) -> bool,
     ) -> Result<Vec<EndpointSlice>, Error> {
-        check_name(service)?;
         let path = format!(
             "{}?labelSelector={}",
             self.slices_path(namespace)?,
@@ -322,7 +323,7 @@ pub async fn reconcile_slices(
             });
         }
         Some(svc) if svc.has_selector() => {
-            return Err(stand_aside(client, namespace, name, &svc, mode).await);
+            return Err(stand_aside(client, renderer, &svc, mode).await);
         }
         Some(svc) => svc,
     };
@@ -340,6 +341,14 @@ pub async fn reconcile_slices(
     let mut had_slices: Option<bool> = None;
     loop {
         let live = client.list_endpoint_slices(namespace, name).await?;
+        for slice in &live {
+            check_instance(
+                "EndpointSlice",
+                || slice.key(),
+                &slice.metadata.labels,
+                renderer.instance(),
+            )?;
+        }
         let had = *had_slices.get_or_insert(!live.is_empty());
         let desired = renderer.render(&uid, ready, not_ready, &live);
         let plan = plan(&live, &desired);
@@ -401,20 +410,30 @@ pub async fn reconcile_slices(
 }
 
 /// The Service has a selector, so the endpointslice controller writes its slices: epcheck
-/// deletes its own (so kube-proxy does not keep routing to addresses it probed next to the
-/// controller's) and reports [`Error::SelectorOwned`]. A dry run only lists them.
+/// deletes its own — those of its instance or of none (so kube-proxy does not keep routing to
+/// addresses it probed next to the controller's) — and reports [`Error::SelectorOwned`]. A dry run only lists them.
 async fn stand_aside(
     client: &Client,
-    namespace: &str,
-    name: &str,
+    renderer: &SliceRenderer,
     svc: &ServiceInfo,
     mode: ReconcileMode,
 ) -> Error {
+    let (namespace, name) = (renderer.namespace(), renderer.service());
     let mut deleted_slices = Vec::new();
     let mut cleanup_error = None;
     match client.list_endpoint_slices(namespace, name).await {
         Ok(own) => {
-            for slice in &own {
+            // Another instance's slices are that instance's to clean up.
+            let ours = own.iter().filter(|s| {
+                check_instance(
+                    "EndpointSlice",
+                    String::new,
+                    &s.metadata.labels,
+                    renderer.instance(),
+                )
+                .is_ok()
+            });
+            for slice in ours {
                 if mode == ReconcileMode::DryRun {
                     deleted_slices.push(slice.name().to_owned());
                     continue;
@@ -567,7 +586,7 @@ fn target<'a>(namespace: &'a str, slice: &'a EndpointSlice) -> Result<ObjectRef<
     Ok(target)
 }
 
-fn or_unknown(kind: &str) -> &str {
+pub(super) fn or_unknown(kind: &str) -> &str {
     if kind.is_empty() {
         "reply without a kind"
     } else {
@@ -576,7 +595,7 @@ fn or_unknown(kind: &str) -> &str {
 }
 
 /// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
-fn encode_query(value: &str) -> String {
+pub(super) fn encode_query(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

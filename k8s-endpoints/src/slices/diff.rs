@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use crate::instance::{INSTANCE_LABEL, instance_of};
 use crate::render::normalize_ip;
 use crate::slices::change::{SliceChange, SliceWriteKind, SlicesDiff};
 use crate::slices::render::{SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL};
@@ -101,12 +102,12 @@ pub fn plan(live: &[EndpointSlice], desired: &[EndpointSlice]) -> SlicePlan {
 
 /// The body of a `PUT` that brings `live` to `desired`: the live slice (its
 /// `resourceVersion`, other labels, annotations, owner references and unknown fields kept)
-/// with epcheck's labels and owner reference set and `endpoints` and `ports` replaced. An
+/// with epcheck's labels (the instance label too, when `desired` has one) and owner reference set and `endpoints` and `ports` replaced. An
 /// endpoint the live slice already had keeps the details `desired` does not set (`hostname`,
 /// `nodeName`, `zone`, `targetRef`, unknown fields).
 pub fn apply_slice_to_live(live: &EndpointSlice, desired: &EndpointSlice) -> EndpointSlice {
     let mut out = live.clone().with_type_meta();
-    for key in [SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL] {
+    for key in [SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL, INSTANCE_LABEL] {
         if let Some(v) = desired.metadata.labels.get(key) {
             out.metadata.labels.insert(key.to_owned(), v.clone());
         }
@@ -209,7 +210,10 @@ fn compare(live: Option<&EndpointSlice>, want: &EndpointSlice) -> SliceChange {
             port_keys(live) != port_keys(want) || live.address_type != want.address_type;
         let labels_ok = [SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL]
             .iter()
-            .all(|k| live.metadata.labels.get(*k) == want.metadata.labels.get(*k));
+            .all(|k| live.metadata.labels.get(*k) == want.metadata.labels.get(*k))
+            // An instance label is compared only when epcheck sets one.
+            && (instance_of(&want.metadata.labels).is_none()
+                || instance_of(&live.metadata.labels) == instance_of(&want.metadata.labels));
         let owner_ok = want.metadata.owner_references.iter().all(|w| {
             live.metadata
                 .owner_references

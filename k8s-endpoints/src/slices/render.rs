@@ -49,6 +49,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::error::Error;
+use crate::instance::INSTANCE_LABEL;
 use crate::path::{check_namespace, validate_name};
 use crate::render::{NotReadyPolicy, Renderer, validate_ports};
 use crate::slices::placement::{Bin, place};
@@ -153,6 +154,8 @@ pub struct SliceRenderer {
     ports: Vec<SlicePort>,
     policy: NotReadyPolicy,
     serving_terminating: bool,
+    /// The `epcheck.io/instance` label value, if set.
+    instance: Option<String>,
 }
 
 impl SliceRenderer {
@@ -191,6 +194,7 @@ impl SliceRenderer {
             ports: ports.iter().map(SlicePort::from).collect(),
             policy,
             serving_terminating: true,
+            instance: None,
         })
     }
 
@@ -204,19 +208,35 @@ impl SliceRenderer {
         self
     }
 
-    /// The same Service, ports and policy as an Endpoints [`Renderer`] (its configured ports:
-    /// the service's `ports`, else the template's).
+    /// The same Service, ports, policy and instance as an Endpoints [`Renderer`] (its
+    /// configured ports: the service's `ports`, else the template's).
     ///
     /// # Errors
     ///
     /// As [`new`](Self::new).
     pub fn from_renderer(renderer: &Renderer) -> Result<Self, Error> {
-        Self::new(
+        let slices = Self::new(
             renderer.namespace(),
             renderer.name(),
             renderer.ports(),
             renderer.policy(),
-        )
+        )?;
+        Ok(match renderer.instance() {
+            Some(instance) => slices.with_instance(instance),
+            None => slices,
+        })
+    }
+
+    /// Labels every rendered slice `epcheck.io/instance: <instance>` ([`crate::instance`]).
+    #[must_use]
+    pub fn with_instance(mut self, instance: &str) -> Self {
+        self.instance = Some(instance.to_owned());
+        self
+    }
+
+    /// The instance set with [`with_instance`](Self::with_instance), if any.
+    pub fn instance(&self) -> Option<&str> {
+        self.instance.as_deref()
     }
 
     /// The namespace.
@@ -347,6 +367,9 @@ impl SliceRenderer {
             SLICE_MANAGED_BY_LABEL.to_owned(),
             SLICE_MANAGED_BY_VALUE.to_owned(),
         );
+        if let Some(instance) = &self.instance {
+            labels.insert(INSTANCE_LABEL.to_owned(), instance.clone());
+        }
         if !service_uid.is_empty() {
             slice.metadata.owner_references =
                 vec![service_owner_reference(&self.service, service_uid)];
