@@ -44,7 +44,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// Report format of `probe`, `plan`, `once` and `status`.
+/// Report format of `probe`, `plan`, `once`, `prune` and `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     /// A human table.
@@ -79,6 +79,10 @@ pub enum Command {
     Plan(PlanArgs),
     /// Probe every target once and reconcile every service once; exit 0 if all were reconciled.
     Once(OnceArgs),
+    /// Hand back the objects this epcheck instance wrote for Services no longer in the config:
+    /// delete its EndpointSlices and remove its labels from Endpoints objects (which keep their
+    /// addresses); exit 0 if every one was handed back (or would be, with --dry-run).
+    Prune(PruneArgs),
     /// Show the health state recorded in the store (Redis).
     Status(StatusArgs),
     /// Kuberhealthy external-check mode: probe once and report to KH_REPORTING_URL before
@@ -127,6 +131,17 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct OnceArgs {
     /// Read from the ApiServer but write nothing; show what would change.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Report format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// `prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// List what would be handed back; change nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Report format.

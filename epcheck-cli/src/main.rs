@@ -75,6 +75,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Probe(args) => commands::probe::run(args).await,
         Command::Plan(args) => commands::plan::run(args, &config_path()?, &ProcessEnv).await,
         Command::Once(args) => commands::once::run(args, &config_path()?, &cwd, &ProcessEnv).await,
+        Command::Prune(args) => {
+            commands::prune::run(args, &config_path()?, &cwd, &ProcessEnv).await
+        }
     }
 }
 

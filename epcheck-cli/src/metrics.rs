@@ -24,6 +24,7 @@
 //! | `epcheck_leader` | gauge | |
 //! | `epcheck_last_reconcile_timestamp_seconds` | gauge (unix seconds) | `service` |
 //! | `epcheck_service_selector_owned` | gauge (1 while the Service has a selector and epcheck stands aside) | `service` |
+//! | `epcheck_unconfigured_objects` | gauge (objects of this instance whose Service left the config, at the last look) | |
 //! | `epcheck_build_info` | gauge = 1 | `version` |
 //! | `epcheck_notifications_total` | counter | `channel` = `script`/`webhook`, `result` = `sent`/`failed`/`dropped` |
 //!
@@ -119,6 +120,7 @@ struct Families {
     store_errors: Counter,
     failsafe: Gauge,
     leader: Gauge,
+    unconfigured: Gauge,
     last_reconcile: Family<ServiceLabels, TimestampGauge>,
     selector_owned: Family<ServiceLabels, Gauge>,
     build_info: Family<VersionLabels, Gauge>,
@@ -155,6 +157,7 @@ impl Metrics {
             store_errors: Counter::default(),
             failsafe: Gauge::default(),
             leader: Gauge::default(),
+            unconfigured: Gauge::default(),
             last_reconcile: Family::default(),
             selector_owned: Family::default(),
             build_info: Family::default(),
@@ -255,6 +258,11 @@ impl Metrics {
             f.selector_owned.clone(),
         );
         registry.register(
+            "epcheck_unconfigured_objects",
+            "Endpoints objects and EndpointSlices labelled with this epcheck instance whose Service is no longer in the config, so that nothing keeps them current (epcheck prune or prune: true hands them back)",
+            f.unconfigured.clone(),
+        );
+        registry.register(
             "epcheck_build_info",
             "Always 1, labelled with the epcheck version",
             f.build_info.clone(),
@@ -326,6 +334,13 @@ impl Metrics {
     /// Sets `epcheck_leader`: `true` when this replica writes (always, without leader election).
     pub fn set_leader(&self, leader: bool) {
         self.f.leader.set(i64::from(leader));
+    }
+
+    /// Sets `epcheck_unconfigured_objects`.
+    pub fn set_unconfigured(&self, objects: usize) {
+        self.f
+            .unconfigured
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
     }
 
     /// Counts one notification on `channel` that ended as `result`.

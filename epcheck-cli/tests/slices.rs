@@ -573,7 +573,12 @@ async fn the_daemon_lists_slices_once_for_a_service_that_never_had_any() {
         .api
         .requests()
         .iter()
-        .filter(|r| r.path.ends_with("/endpointslices"))
+        .filter(|r| {
+            r.path.ends_with("/endpointslices")
+                && r.query
+                    .as_deref()
+                    .is_some_and(|q| q.contains("service-name"))
+        })
         .count();
     let (code, _, log) = d.terminate().await;
     assert_eq!(code, Some(0), "{log}");

@@ -12,6 +12,7 @@ mod manifests;
 mod once;
 mod plan;
 mod probe;
+mod prune;
 mod secrets;
 mod slices;
 mod ux;

@@ -313,6 +313,19 @@ pub enum Error {
         ours: String,
     },
 
+    /// Pruning kept an EndpointSlice because handing back the Endpoints object of its Service
+    /// failed first: while that object keeps epcheck's skip-mirror label the mirroring
+    /// controller would not replace the slice.
+    #[error(
+        "EndpointSlice {slice} was kept: handing back the Endpoints object {endpoints} failed (see its error), and until it is handed back the mirroring controller would not replace the slice; fix that error and prune again"
+    )]
+    PruneHeldBack {
+        /// `namespace/name` of the slice.
+        slice: String,
+        /// `namespace/name` of the Endpoints object.
+        endpoints: String,
+    },
+
     /// Leader-election settings that cannot work (SPEC §9).
     #[error("invalid leader election settings: {problem}")]
     ElectionConfig {

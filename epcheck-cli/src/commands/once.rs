@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use k8s_endpoints::{ReconcileAction, ReconcileMode, Renderer};
+use k8s_endpoints::{ReconcileAction, ReconcileMode};
 
 use crate::apiserver::{connect, server_policy};
 use crate::cli::{OnceArgs, OutputFormat};
@@ -75,14 +75,9 @@ pub async fn run(
         if held {
             report.error = Some("fail-safe: every probe failed; nothing written".into());
         } else {
-            let outcome = match Renderer::new(
-                &config.endpoint_template,
-                &service.namespace,
-                &service.name,
-                service.ports.clone(),
-                server.not_ready(service.not_ready),
-            )
-            .and_then(|r| ObjectWriter::new(r, config.mode, server))
+            let outcome = match config
+                .renderer(service, server.not_ready(service.not_ready))
+                .and_then(|r| ObjectWriter::new(r, config.mode, server))
             {
                 Ok(writer) => writer.reconcile(&client, &ready, &not_ready, mode).await,
                 Err(e) => Err(e),

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use k8s_endpoints::slices::SliceRenderer;
-use k8s_endpoints::{EndpointPort, Renderer, to_yaml};
+use k8s_endpoints::{EndpointPort, to_yaml};
 
 use crate::cli::{PlanArgs, PlanFormat};
 use crate::config::{Environment, Loaded, Mode, load};
@@ -33,13 +33,7 @@ pub async fn run(args: &PlanArgs, path: &Path, env: &dyn Environment) -> anyhow:
         let Some(service) = config.services.get(probes.index) else {
             continue;
         };
-        let renderer = Renderer::new(
-            &config.endpoint_template,
-            &service.namespace,
-            &service.name,
-            service.ports.clone(),
-            service.not_ready,
-        )?;
+        let renderer = config.renderer(service, service.not_ready)?;
         let ready = probes.ready();
         let not_ready = probes.not_ready();
         notes.insert(

@@ -99,12 +99,52 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// `leader_election`.
     pub leader_election: LeaderElection,
+    /// `instance`: the `epcheck.io/instance` label of every object written, so that two
+    /// deployments never touch each other's objects (default: `leader_election.name`).
+    pub instance: String,
+    /// `prune`: the daemon hands back this instance's objects whose Service left the config
+    /// (default off: they are only reported).
+    pub prune: bool,
 }
 
 impl Config {
     /// The service with key `key`.
     pub fn service(&self, key: &str) -> Option<&ServiceConfig> {
         self.services.iter().find(|s| s.key == key)
+    }
+
+    /// The renderer of `service`'s Endpoints object, labelled with this deployment's
+    /// instance, with `not_ready` (the service's policy as the server allows it).
+    ///
+    /// # Errors
+    /// As [`k8s_endpoints::Renderer::new`]; validation built the same renderer, so a loaded
+    /// config does not fail here.
+    pub fn renderer(
+        &self,
+        service: &ServiceConfig,
+        not_ready: NotReadyPolicy,
+    ) -> Result<k8s_endpoints::Renderer, k8s_endpoints::Error> {
+        k8s_endpoints::Renderer::new(
+            &self.endpoint_template,
+            &service.namespace,
+            &service.name,
+            service.ports.clone(),
+            not_ready,
+        )
+        .map(|r| r.with_instance(&self.instance))
+    }
+
+    /// The namespaces of the configured Services: the only ones epcheck writes to.
+    pub fn namespaces(&self) -> std::collections::BTreeSet<String> {
+        self.services.iter().map(|s| s.namespace.clone()).collect()
+    }
+
+    /// The configured `(namespace, Service name)` pairs.
+    pub fn service_objects(&self) -> std::collections::BTreeSet<(String, String)> {
+        self.services
+            .iter()
+            .map(|s| (s.namespace.clone(), s.name.clone()))
+            .collect()
     }
 
     /// Number of configured targets over all services.

@@ -40,6 +40,8 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "metrics",
     "notify",
     "leader_election",
+    "instance",
+    "prune",
 ];
 
 pub(super) const REDIS_KEYS: &[&str] = &[
@@ -235,6 +237,8 @@ fn build(r: &mut Reader, root: &Value, base_dir: &Path, env: &dyn Environment) -
     let metrics = read_metrics(r, get(top, "metrics"));
     let notify = read_notify(r, get(top, "notify"), base_dir, env);
     let leader_election = read_leader(r, get(top, "leader_election"));
+    let instance = read_instance(r, get(top, "instance"), &leader_election.name);
+    let prune = r.boolean(get(top, "prune"), "prune").unwrap_or(false);
 
     Some(Config {
         source: PathBuf::new(),
@@ -257,7 +261,36 @@ fn build(r: &mut Reader, root: &Value, base_dir: &Path, env: &dyn Environment) -
         metrics,
         notify,
         leader_election,
+        instance,
+        prune,
     })
+}
+
+/// `instance`: the `epcheck.io/instance` label of every object written; by default the
+/// leader-election name, which replicas of one deployment share.
+pub(super) fn read_instance(r: &mut Reader, value: Option<&Value>, election_name: &str) -> String {
+    match r.text(value, "instance") {
+        Some(instance) => {
+            if let Err(problem) = k8s_endpoints::validate_instance(&instance) {
+                r.error(
+                    "instance",
+                    format!("{instance:?} cannot be a label value: {problem}"),
+                );
+            }
+            instance
+        }
+        None => {
+            if let Err(problem) = k8s_endpoints::validate_instance(election_name) {
+                r.error(
+                    "leader_election.name",
+                    format!(
+                        "{election_name:?} names this deployment's objects (label epcheck.io/instance) unless `instance` is set, and cannot be a label value: {problem}; set `instance`"
+                    ),
+                );
+            }
+            election_name.to_owned()
+        }
+    }
 }
 
 pub(super) fn resolve(base_dir: &Path, p: &str) -> PathBuf {

@@ -1,7 +1,8 @@
 //! The daemon (`epcheck run`, SPEC §5): probe every target on its schedule, track health,
 //! reconcile each service's Endpoints when its healthy set changes, repair drift on a resync,
-//! hold every write while the fail-safe says epcheck's own network is the likelier fault, and
-//! drain on shutdown.
+//! hold every write while the fail-safe says epcheck's own network is the likelier fault,
+//! report (and with `prune: true` hand back) the objects of its instance whose Service left
+//! the config, and drain on shutdown.
 //!
 //! The library owns the loop; the caller owns the store, the client and the shutdown signal
 //! (mini-redis style), so tests and other tools can hand in their own:
@@ -20,6 +21,7 @@ pub mod failsafe;
 mod outage;
 pub mod persist;
 pub mod table;
+mod unconfigured;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -130,8 +132,16 @@ pub async fn run_with(
     telemetry: Telemetry,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    let sweeper = unconfigured::Sweeper::new(
+        &config,
+        client.clone(),
+        telemetry.leadership.clone(),
+        telemetry.metrics.clone(),
+    );
+    let sweeping = tokio::spawn(sweeper.run());
     let engine = Engine::start(config, store, client, options, telemetry).await;
     engine.run(shutdown).await;
+    sweeping.abort();
 }
 
 #[cfg(test)]

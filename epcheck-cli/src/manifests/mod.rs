@@ -172,9 +172,10 @@ pub fn manifests(config: &Config, opts: &ManifestOptions) -> Vec<Value> {
         rbac::namespace(&opts.namespace),
         rbac::service_account(&opts.namespace),
     ];
+    let role = rbac::role_name(&config.instance);
     for (ns, access) in written_namespaces(config, &opts.namespace) {
-        docs.push(rbac::role(&ns, &access));
-        docs.push(rbac::role_binding(&ns, &opts.namespace));
+        docs.push(rbac::role(&ns, &role, &access));
+        docs.push(rbac::role_binding(&ns, &role, &opts.namespace));
     }
     if let Some(lease) = rbac::lease(config, &opts.namespace) {
         docs.push(lease);

@@ -20,6 +20,9 @@ pub struct NamespaceAccess {
     /// EndpointSlices that epcheck wrote here in `mode: endpointslice` may be left to hand
     /// over (`mode: endpoints`): `list`, `update` and `delete` on them, no `create`.
     pub slice_handover: bool,
+    /// `prune: true`: Endpoints objects of Services that left the config are handed back, so
+    /// `get` and `update` on endpoints cannot be restricted to the configured names.
+    pub prune: bool,
 }
 
 /// Every namespace epcheck writes to, with what it writes there: the services' namespaces,
@@ -36,6 +39,7 @@ pub fn written_namespaces(
         access.endpoints.insert(svc.name.clone());
         access.endpoint_slices = slices;
         access.slice_handover = !slices;
+        access.prune = config.prune;
     }
     if let Some(ns) = lease_namespace(config, own_namespace) {
         out.entry(ns).or_default().lease = Some(config.leader_election.name.clone());
@@ -94,17 +98,37 @@ fn rule(group: &str, resource: &str, verbs: &[&str], names: Option<&BTreeSet<Str
     rule
 }
 
-/// The Role for namespace `ns`.
-pub(super) fn role(ns: &str, access: &NamespaceAccess) -> Value {
+/// The name of the Role and RoleBinding in each written namespace: `epcheck` for the default
+/// instance, `epcheck-<instance>` for another, so that two deployments writing to one
+/// namespace do not replace each other's Role.
+pub fn role_name(instance: &str) -> String {
+    if instance == k8s_endpoints::DEFAULT_INSTANCE {
+        NAME.to_owned()
+    } else {
+        format!("{NAME}-{instance}")
+    }
+}
+
+/// The Role `name` for namespace `ns`.
+pub(super) fn role(ns: &str, name: &str, access: &NamespaceAccess) -> Value {
     let mut rules = Vec::new();
     if !access.endpoints.is_empty() {
-        // `create` is named: epcheck creates with a PUT to the object's own URL.
-        rules.push(rule(
-            "",
-            "endpoints",
-            &["get", "update", "create"],
-            Some(&access.endpoints),
-        ));
+        // `create` is named: epcheck creates with a PUT to the object's own URL. `list` (with
+        // a label selector) finds the objects of this instance whose Service left the config;
+        // it cannot be name-restricted. Handing those back (`prune: true`) reads and updates
+        // objects whose names the config no longer holds.
+        if access.prune {
+            rules.push(rule("", "endpoints", &["get", "list", "update"], None));
+            rules.push(rule("", "endpoints", &["create"], Some(&access.endpoints)));
+        } else {
+            rules.push(rule(
+                "",
+                "endpoints",
+                &["get", "update", "create"],
+                Some(&access.endpoints),
+            ));
+            rules.push(rule("", "endpoints", &["list"], None));
+        }
         rules.push(rule("", "services", &["get"], Some(&access.endpoints)));
     }
     if access.endpoint_slices {
@@ -140,21 +164,21 @@ pub(super) fn role(ns: &str, access: &NamespaceAccess) -> Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": { "name": NAME, "namespace": ns, "labels": labels() },
+        "metadata": { "name": name, "namespace": ns, "labels": labels() },
         "rules": rules,
     })
 }
 
-/// Binds the Role in `ns` to the ServiceAccount in `own_namespace`.
-pub(super) fn role_binding(ns: &str, own_namespace: &str) -> Value {
+/// Binds the Role `name` in `ns` to the ServiceAccount in `own_namespace`.
+pub(super) fn role_binding(ns: &str, name: &str, own_namespace: &str) -> Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": { "name": NAME, "namespace": ns, "labels": labels() },
+        "metadata": { "name": name, "namespace": ns, "labels": labels() },
         "roleRef": {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "Role",
-            "name": NAME,
+            "name": name,
         },
         "subjects": [{
             "kind": "ServiceAccount",

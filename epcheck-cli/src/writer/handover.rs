@@ -35,7 +35,7 @@ use k8s_endpoints::slices::{
     EndpointSlice, MIRRORING_MANAGED_BY_VALUE, SLICE_MANAGED_BY_LABEL, SliceRenderer,
     is_epcheck_slice,
 };
-use k8s_endpoints::{Client, Error};
+use k8s_endpoints::{Client, Error, check_instance};
 
 /// Not listed yet.
 const UNKNOWN: u8 = 0;
@@ -52,16 +52,24 @@ pub(super) struct HandOver {
     /// Renders epcheck's slices for step 1; `None` when the Service's names or ports cannot be
     /// slices, in which case epcheck never wrote any.
     slices: Option<SliceRenderer>,
+    /// This deployment's instance: another instance's slices are never handed over.
+    instance: Option<String>,
     state: Arc<AtomicU8>,
     warned_forbidden: Arc<AtomicBool>,
 }
 
 impl HandOver {
-    pub(super) fn new(namespace: &str, service: &str, slices: Option<SliceRenderer>) -> Self {
+    pub(super) fn new(
+        namespace: &str,
+        service: &str,
+        instance: Option<&str>,
+        slices: Option<SliceRenderer>,
+    ) -> Self {
         HandOver {
             namespace: namespace.to_owned(),
             service: service.to_owned(),
             slices,
+            instance: instance.map(str::to_owned),
             state: Arc::new(AtomicU8::new(UNKNOWN)),
             warned_forbidden: Arc::new(AtomicBool::new(false)),
         }
@@ -77,8 +85,9 @@ impl HandOver {
     /// follow the write).
     ///
     /// # Errors
-    /// [`Error::SliceHandOver`] when the list fails (but for `403` and `404`); the caller
-    /// writes the Endpoints object anyway and reports it afterwards.
+    /// [`Error::OtherInstance`] when another epcheck instance has slices for the Service: the
+    /// caller writes nothing. [`Error::SliceHandOver`] when the list fails (but for `403` and
+    /// `404`); the caller writes the Endpoints object anyway and reports it afterwards.
     pub(super) async fn prepare(
         &self,
         client: &Client,
@@ -92,7 +101,20 @@ impl HandOver {
             Some(listed) => listed,
             None => return Ok(false),
         };
-        if !listed.iter().any(|s| is_epcheck_slice(s, &self.service)) {
+        // Another instance's slices: that deployment keeps this Service in slice mode, and an
+        // Endpoints object from this one would be mirrored beside them.
+        if let Some(theirs) = listed
+            .iter()
+            .find(|s| is_epcheck_slice(s, &self.service) && !self.is_own(s))
+        {
+            check_instance(
+                "EndpointSlice",
+                || theirs.key(),
+                &theirs.metadata.labels,
+                self.instance.as_deref(),
+            )?;
+        }
+        if !listed.iter().any(|s| self.is_own(s)) {
             self.state.store(DONE, Ordering::Relaxed);
             return Ok(false);
         }
@@ -127,9 +149,8 @@ impl HandOver {
         let Some(listed) = self.list(client, step).await? else {
             return Ok(());
         };
-        let (own, others): (Vec<EndpointSlice>, Vec<EndpointSlice>) = listed
-            .into_iter()
-            .partition(|s| is_epcheck_slice(s, &self.service));
+        let (own, others): (Vec<EndpointSlice>, Vec<EndpointSlice>) =
+            listed.into_iter().partition(|s| self.is_own(s));
         if own.is_empty() {
             self.state.store(DONE, Ordering::Relaxed);
             return Ok(());
@@ -228,6 +249,18 @@ impl HandOver {
             step,
             source: Box::new(error),
         }
+    }
+
+    /// One of epcheck's slices of this Service, of this instance or of none.
+    fn is_own(&self, slice: &EndpointSlice) -> bool {
+        is_epcheck_slice(slice, &self.service)
+            && check_instance(
+                "EndpointSlice",
+                String::new,
+                &slice.metadata.labels,
+                self.instance.as_deref(),
+            )
+            .is_ok()
     }
 
     fn key(&self) -> String {

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use k8s_endpoints::client::{ReconcileMode, reconcile, reconcile_slices};
 use k8s_endpoints::slices::SliceRenderer;
 use k8s_endpoints::{
-    Client, ManagedBy, ReconcileAction, Renderer, ServiceInfo, apply_to_live, diff, managed_by,
-    mark_skip_mirror,
+    Client, ManagedBy, ReconcileAction, Renderer, ServiceInfo, apply_to_live, check_instance, diff,
+    managed_by, mark_skip_mirror,
 };
 
 use crate::apiserver::ServerPolicy;
@@ -129,6 +129,7 @@ impl ObjectWriter {
                 Some(HandOver::new(
                     renderer.namespace(),
                     renderer.name(),
+                    renderer.instance(),
                     slice_renderer().ok(),
                 )),
             ),
@@ -175,6 +176,9 @@ impl ObjectWriter {
                     Some(h) => h.prepare(client, ready, not_ready).await,
                     None => Ok(false),
                 };
+                if let Err(e @ k8s_endpoints::Error::OtherInstance { .. }) = prepared {
+                    return Err(e);
+                }
                 let o = reconcile(client, &self.renderer, ready, not_ready, mode).await?;
                 if let Some(h) = handover
                     && prepared?
@@ -215,7 +219,7 @@ impl ObjectWriter {
     /// and read stale by whatever still reads v1 Endpoints. It is labelled
     /// `endpointslice.kubernetes.io/skip-mirror: "true"` and kept equal to the healthy set,
     /// after the slices are written (SPEC §9). An object that is absent or not epcheck's is
-    /// left alone from then on.
+    /// left alone from then on; another instance's is an error (`Error::OtherInstance`).
     async fn keep_legacy_endpoints(
         &self,
         client: &Client,
@@ -223,7 +227,16 @@ impl ObjectWriter {
         not_ready: &[IpAddr],
     ) -> Result<(), k8s_endpoints::Error> {
         let live = match client.get_endpoints(self.namespace(), self.name()).await? {
-            Some(live) if managed_by(&live) == ManagedBy::Epcheck => live,
+            Some(live) if managed_by(&live) == ManagedBy::Epcheck => {
+                // Another instance's Endpoints object would be mirrored beside these slices.
+                check_instance(
+                    "Endpoints",
+                    || live.key(),
+                    &live.metadata.labels,
+                    self.renderer.instance(),
+                )?;
+                live
+            }
             _ => {
                 self.legacy.store(LEGACY_ABSENT, Ordering::Relaxed);
                 return Ok(());

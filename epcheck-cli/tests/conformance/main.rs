@@ -27,6 +27,7 @@ mod util;
 
 mod election;
 mod once;
+mod prune;
 mod rbac;
 mod run;
 mod slices;
@@ -51,7 +52,7 @@ const INSIDE_ENV: &str = "EPCHECK_CONFORMANCE_INSIDE";
 /// The IPv4 lab subnet on the namespace's loopback (every address in it is local there).
 /// Scenarios run in parallel and share port 18080, so each binds its own addresses: once
 /// .11-.42, rbac .51-.53, run .61-.63, election .71-.72, slices .81-.83, .100-.219 and
-/// .231-.233, standin .91-.92, run in slice mode .241-.243.
+/// .231-.233, standin .91-.92, run in slice mode .241-.243, prune .244-.249.
 pub const NET4: &str = "198.51.100.";
 /// IPv6 lab addresses put on the namespace's loopback (one each).
 pub const NET6: [&str; 3] = ["2001:db8::11", "2001:db8::12", "2001:db8::13"];

@@ -38,6 +38,13 @@ async fn the_emitted_rbac_is_enough_and_no_more() {
     let allowed = [
         ("GET", endpoints_path(ns, "web")),
         ("GET", format!("/api/v1/namespaces/{ns}/services/web")),
+        // Listing its instance's objects, to find those whose Service left the config.
+        (
+            "GET",
+            format!(
+                "/api/v1/namespaces/{ns}/endpoints?labelSelector=epcheck.io%2Finstance%3Depcheck"
+            ),
+        ),
     ];
     for (method, path) in allowed {
         let r = me
@@ -46,11 +53,12 @@ async fn the_emitted_rbac_is_enough_and_no_more() {
             .expect("request");
         assert_eq!(r.status, 200, "{method} {path} refused to epcheck");
     }
-    // Outside the grant: Secrets, lists, other objects, other namespaces, cluster scope.
+    // Outside the grant: Secrets, lists elsewhere, other objects, other namespaces, cluster
+    // scope.
     let refused = [
         ("GET", format!("/api/v1/namespaces/{ns}/secrets")),
         ("GET", "/api/v1/namespaces/epcheck/secrets".to_string()),
-        ("GET", format!("/api/v1/namespaces/{ns}/endpoints")),
+        ("GET", "/api/v1/namespaces/default/endpoints".to_string()),
         ("GET", endpoints_path(ns, "other")),
         ("GET", endpoints_path("default", "kubernetes")),
         ("GET", "/api/v1/nodes".to_string()),

@@ -12,7 +12,12 @@
 //!    `endpointslice.kubernetes.io/skip-mirror` label epcheck set), so the mirroring controller
 //!    mirrors it again and whoever manages the Service next owns it;
 //! 2. then the instance's EndpointSlices of that Service are deleted (with their `uid` and
-//!    `resourceVersion` as preconditions), so the mirrored slices are the only ones left.
+//!    `resourceVersion` as preconditions) once the mirroring controller's slices show the same
+//!    ready endpoints (or they show none, or there is no Endpoints object to mirror), so
+//!    kube-proxy never reads the Service without them; until then they are kept
+//!    ([`PruneAction::Waiting`]) and the next prune looks again. If step 1 failed for that
+//!    Service they are kept as well ([`Error::PruneHeldBack`]): they are then all kube-proxy
+//!    has for it.
 //!
 //! Objects of another instance, or without an instance label, are never listed or touched.
 
@@ -29,7 +34,10 @@ use super::slices::{encode_query, or_unknown};
 use crate::error::Error;
 use crate::instance::{INSTANCE_LABEL, instance_of};
 use crate::render::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, SKIP_MIRROR_LABEL};
-use crate::slices::{ENDPOINT_SLICE_KIND, EndpointSlice, SERVICE_NAME_LABEL};
+use crate::slices::{
+    ENDPOINT_SLICE_KIND, EndpointSlice, MIRRORING_MANAGED_BY_VALUE, SERVICE_NAME_LABEL,
+    SLICE_MANAGED_BY_LABEL, SLICE_MANAGED_BY_VALUE,
+};
 use crate::types::{ENDPOINTS_KIND, Endpoints, Extra};
 
 /// One object of this instance whose Service is not configured.
@@ -113,15 +121,19 @@ pub enum PruneAction {
     Deleted,
     /// It was already gone, or no longer this instance's.
     Gone,
+    /// The EndpointSlice is kept until the mirroring controller's slices for its Service show
+    /// the same ready endpoints (the next prune looks again).
+    Waiting,
 }
 
 impl PruneAction {
-    /// `released`, `deleted` or `gone`.
+    /// `released`, `deleted`, `gone` or `waiting`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Released => "released",
             Self::Deleted => "deleted",
             Self::Gone => "gone",
+            Self::Waiting => "waiting",
         }
     }
 }
@@ -155,14 +167,27 @@ impl Client {
         namespace: &str,
         instance: &str,
     ) -> Result<Vec<Endpoints>, Error> {
-        let selector = format!("{INSTANCE_LABEL}={instance}");
+        let query = format!(
+            "labelSelector={}",
+            encode_query(&format!("{INSTANCE_LABEL}={instance}"))
+        );
+        self.list_endpoints_where(namespace, &query, |e| {
+            instance_of(&e.metadata.labels) == Some(instance)
+        })
+        .await
+    }
+
+    /// `GET` of the Endpoints collection of `namespace` with `query`; every item must be an
+    /// Endpoints object of `namespace` that `wanted` accepts.
+    async fn list_endpoints_where(
+        &self,
+        namespace: &str,
+        query: &str,
+        wanted: impl Fn(&Endpoints) -> bool,
+    ) -> Result<Vec<Endpoints>, Error> {
         let req = Request {
             method: Method::GET,
-            path: format!(
-                "{}?labelSelector={}",
-                self.inner.paths.collection_path(namespace)?,
-                encode_query(&selector)
-            ),
+            path: format!("{}?{query}", self.inner.paths.collection_path(namespace)?),
             body: None,
             action: Action {
                 verb: "list",
@@ -173,7 +198,7 @@ impl Client {
         };
         let resp = self.execute(&req).await.map_err(|e| list_hint(e, &req))?;
         let list: EndpointsList = self.decode(&req, &resp)?;
-        let asked = || format!("the Endpoints in namespace {namespace} labelled {selector}");
+        let asked = || format!("the Endpoints in namespace {namespace} with {query}");
         let list_kind = list
             .extra
             .get("kind")
@@ -187,7 +212,7 @@ impl Client {
             let meta = &item.metadata;
             let ok = (item.kind.is_empty() || item.kind == ENDPOINTS_KIND)
                 && meta.namespace.as_deref() == Some(namespace)
-                && instance_of(&meta.labels) == Some(instance);
+                && wanted(item);
             if !ok {
                 let what = described_as(
                     ENDPOINTS_KIND,
@@ -204,7 +229,10 @@ impl Client {
         Ok(list.items)
     }
 
-    /// Lists the EndpointSlices of `namespace` labelled `epcheck.io/instance=<instance>`.
+    /// Lists the EndpointSlices of `namespace` that epcheck wrote for `instance`: labelled
+    /// `epcheck.io/instance=<instance>` and `endpointslice.kubernetes.io/managed-by=epcheck.io`.
+    /// The second label matters: the mirroring controller copies an Endpoints object's labels,
+    /// the instance label included, onto the slices it makes from it, and those are its own.
     ///
     /// # Errors
     ///
@@ -214,9 +242,14 @@ impl Client {
         namespace: &str,
         instance: &str,
     ) -> Result<Vec<EndpointSlice>, Error> {
-        let selector = format!("{INSTANCE_LABEL}={instance}");
+        let selector = format!(
+            "{INSTANCE_LABEL}={instance},{SLICE_MANAGED_BY_LABEL}={SLICE_MANAGED_BY_VALUE}"
+        );
         self.list_slices_labelled(namespace, &selector, |s| {
-            instance_of(&s.metadata.labels) == Some(instance)
+            let labels = &s.metadata.labels;
+            instance_of(labels) == Some(instance)
+                && labels.get(SLICE_MANAGED_BY_LABEL).map(String::as_str)
+                    == Some(SLICE_MANAGED_BY_VALUE)
         })
         .await
     }
@@ -274,22 +307,95 @@ impl Client {
                 Unconfigured::Slice(_) => Ok(PruneAction::Gone),
             });
         }
+        // A Service whose Endpoints object could not be handed back keeps its slices: with the
+        // skip-mirror label still on that object, the mirroring controller would not replace
+        // them, and the Service would be left with no slice at all.
+        let held: BTreeSet<(String, String)> = objects
+            .iter()
+            .zip(&results)
+            .filter(|(o, r)| matches!(o, Unconfigured::Endpoints(_)) && r.is_err())
+            .map(|(o, _)| (o.namespace().to_owned(), o.service().to_owned()))
+            .collect();
         for (object, result) in objects.iter().zip(results.iter_mut()) {
             if let Unconfigured::Slice(slice) = object {
-                *result = match self.delete_endpoint_slice(object.namespace(), slice).await {
-                    Ok(true) => Ok(PruneAction::Deleted),
-                    Ok(false) => Ok(PruneAction::Gone),
+                let service = (object.namespace().to_owned(), object.service().to_owned());
+                if held.contains(&service) {
+                    *result = Err(Error::PruneHeldBack {
+                        slice: format!("{}/{}", object.namespace(), object.name()),
+                        endpoints: format!("{}/{}", service.0, service.1),
+                    });
+                    continue;
+                }
+                *result = match self
+                    .mirror_took_over(object.namespace(), object.service(), objects)
+                    .await
+                {
+                    Ok(false) => Ok(PruneAction::Waiting),
+                    Ok(true) => match self.delete_endpoint_slice(object.namespace(), slice).await {
+                        Ok(true) => Ok(PruneAction::Deleted),
+                        Ok(false) => Ok(PruneAction::Gone),
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 };
             }
         }
         for (object, result) in objects.iter().zip(&results) {
             match result {
-                Ok(PruneAction::Gone) | Err(_) => {}
+                Ok(PruneAction::Gone | PruneAction::Waiting) | Err(_) => {}
                 Ok(action) => tracing::info!(object = %object, %action, "pruned"),
             }
         }
         results
+    }
+
+    /// Whether epcheck's slices of Service `namespace/service` may go: they show no ready
+    /// endpoint (nothing to lose), or the mirroring controller's slices show exactly their
+    /// ready endpoints, or there is no Endpoints object that it could mirror.
+    async fn mirror_took_over(
+        &self,
+        namespace: &str,
+        service: &str,
+        objects: &[Unconfigured],
+    ) -> Result<bool, Error> {
+        let ours: BTreeSet<String> = objects
+            .iter()
+            .filter(|o| o.namespace() == namespace && o.service() == service)
+            .filter_map(|o| match o {
+                Unconfigured::Slice(s) => Some(s),
+                Unconfigured::Endpoints(_) => None,
+            })
+            .flat_map(EndpointSlice::ready_addresses)
+            .collect();
+        if ours.is_empty() {
+            return Ok(true);
+        }
+        let mirrored: BTreeSet<String> = self
+            .list_service_endpoint_slices(namespace, service)
+            .await?
+            .iter()
+            .filter(|s| {
+                s.metadata
+                    .labels
+                    .get(SLICE_MANAGED_BY_LABEL)
+                    .map(String::as_str)
+                    == Some(MIRRORING_MANAGED_BY_VALUE)
+            })
+            .flat_map(EndpointSlice::ready_addresses)
+            .collect();
+        if mirrored == ours {
+            return Ok(true);
+        }
+        let query = format!(
+            "fieldSelector={}",
+            encode_query(&format!("metadata.name={service}"))
+        );
+        let named = self
+            .list_endpoints_where(namespace, &query, |e| {
+                e.metadata.name.as_deref() == Some(service)
+            })
+            .await?;
+        Ok(named.is_empty())
     }
 
     /// Re-reads an Endpoints object and, if it is still `instance`'s, removes epcheck's labels
@@ -302,14 +408,17 @@ impl Client {
     ) -> Result<PruneAction, Error> {
         let namespace = listed.metadata.namespace.as_deref().unwrap_or_default();
         let name = listed.metadata.name.as_deref().unwrap_or_default();
-        let Some(mut live) = self.get_endpoints(namespace, name).await? else {
+        let hint = |e| release_hint(e, namespace);
+        let Some(mut live) = self.get_endpoints(namespace, name).await.map_err(hint)? else {
             return Ok(PruneAction::Gone);
         };
         if instance_of(&live.metadata.labels) != Some(instance) {
             return Ok(PruneAction::Gone);
         }
         release_labels(&mut live);
-        self.replace_endpoints(namespace, name, &live).await?;
+        self.replace_endpoints(namespace, name, &live)
+            .await
+            .map_err(hint)?;
         Ok(PruneAction::Released)
     }
 }
@@ -324,6 +433,18 @@ fn release_labels(endpoints: &mut Endpoints) {
     if labels.get(SKIP_MIRROR_LABEL).map(String::as_str) == Some("true") {
         labels.remove(SKIP_MIRROR_LABEL);
     }
+}
+
+/// A `403` on handing an Endpoints object back gets a hint about the Role.
+fn release_hint(mut error: Error, namespace: &str) -> Error {
+    if let Error::Api(api) = &mut error
+        && api.kind() == super::ApiErrorKind::Forbidden
+    {
+        api.hint = format!(
+            "epcheck's identity may only read and update the Endpoints objects of configured Services in namespace {namespace:?}; handing back one whose Service left the config needs get and update on endpoints there without resourceNames (`epcheck manifests` prints that Role when the config sets prune: true)"
+        );
+    }
+    error
 }
 
 /// A `403` on listing gets a hint about the Role.

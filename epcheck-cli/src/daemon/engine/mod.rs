@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use k8s_endpoints::Client;
 use k8s_endpoints::client::{ReconcileMode, RetryDecision, classify};
-use k8s_endpoints::{Client, Renderer};
 use probe_core::{
     Check, Health, ProbeEvent, Prober, ProberOptions, ScheduleOptions, Scheduler, Target,
 };
@@ -115,14 +115,9 @@ impl Engine {
         let mut restored = 0usize;
         for (s_idx, svc) in config.services.iter().enumerate() {
             let records = load_records(store.as_ref(), &svc.key, restore_deadline).await;
-            let writer = match Renderer::new(
-                &config.endpoint_template,
-                &svc.namespace,
-                &svc.name,
-                svc.ports.clone(),
-                server.not_ready(svc.not_ready),
-            )
-            .and_then(|r| ObjectWriter::new(r, config.mode, server))
+            let writer = match config
+                .renderer(svc, server.not_ready(svc.not_ready))
+                .and_then(|r| ObjectWriter::new(r, config.mode, server))
             {
                 Ok(w) => w,
                 Err(e) => {

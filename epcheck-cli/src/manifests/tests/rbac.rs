@@ -6,16 +6,23 @@ use serde_json::Value;
 
 use super::{SEED, generate, load, of_kind, one, strings, wide_config};
 use crate::config::{Config, LeaderBackend, Mode};
-use crate::manifests::{NAME, written_namespaces};
+use crate::manifests::{NAME, NamespaceAccess, written_namespaces};
 
-/// SPEC §10: what may be granted on each (apiGroup, resource), and whether it must be named.
-fn allowed(group: &str, resource: &str) -> Option<(&'static [&'static str], bool)> {
+/// SPEC §10: what may be granted on each (apiGroup, resource): the verbs a rule restricted
+/// to names may hold, and those a rule without names may hold (`list` cannot be named; with
+/// `prune: true`, Endpoints objects of Services that left the config are read and updated).
+fn allowed(
+    group: &str,
+    resource: &str,
+    access: &NamespaceAccess,
+) -> Option<(&'static [&'static str], &'static [&'static str])> {
     match (group, resource) {
-        ("", "endpoints") => Some((&["get", "update", "create"], true)),
-        ("", "services") => Some((&["get"], true)),
-        ("coordination.k8s.io", "leases") => Some((&["get", "update", "create"], true)),
+        ("", "endpoints") if access.prune => Some((&["create"], &["get", "list", "update"])),
+        ("", "endpoints") => Some((&["get", "update", "create"], &["list"])),
+        ("", "services") => Some((&["get"], &[])),
+        ("coordination.k8s.io", "leases") => Some((&["get", "update", "create"], &[])),
         ("discovery.k8s.io", "endpointslices") => {
-            Some((&["get", "list", "create", "update", "delete"], false))
+            Some((&[], &["get", "list", "create", "update", "delete"]))
         }
         _ => None,
     }
@@ -36,12 +43,18 @@ fn assert_least_privilege(config: &Config, docs: &[Value]) {
             assert_eq!(groups.len(), 1, "one apiGroup per rule: {rule}");
             assert_eq!(resources.len(), 1, "one resource per rule: {rule}");
             let (group, resource) = (groups.first().unwrap(), resources.first().unwrap());
-            let (verbs, named) = allowed(group, resource)
+            let (named_verbs, unnamed_verbs) = allowed(group, resource, access)
                 .unwrap_or_else(|| panic!("{group}/{resource} is not allowed: {rule}"));
-            for verb in strings(&rule["verbs"]) {
-                assert!(verbs.contains(&verb.as_str()), "{verb} on {resource}");
-            }
             assert!(rule.get("nonResourceURLs").is_none());
+            let named = rule.get("resourceNames").is_some();
+            let verbs = if named { named_verbs } else { unnamed_verbs };
+            for verb in strings(&rule["verbs"]) {
+                assert!(
+                    verbs.contains(&verb.as_str()),
+                    "{verb} on {resource} {}: {rule}",
+                    if named { "with names" } else { "without names" }
+                );
+            }
             if named {
                 let names = strings(&rule["resourceNames"]);
                 let expected = match resource.as_str() {
@@ -61,8 +74,45 @@ fn assert_least_privilege(config: &Config, docs: &[Value]) {
 fn roles_grant_nothing_beyond_the_spec() {
     let seed = load(SEED);
     assert_least_privilege(&seed, &generate(&seed, SEED));
-    let wide = wide_config();
+    let mut wide = wide_config();
     assert_least_privilege(&wide, &generate(&wide, SEED));
+    wide.prune = true;
+    assert_least_privilege(&wide, &generate(&wide, SEED));
+}
+
+#[test]
+fn listing_is_granted_always_and_unnamed_reads_only_with_prune() {
+    let mut config = load(SEED);
+    let endpoint_rules = |config: &Config| -> Vec<(BTreeSet<String>, bool)> {
+        let docs = generate(config, SEED);
+        one(&docs, "Role")["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| strings(&r["resources"]).contains("endpoints"))
+            .map(|r| (strings(&r["verbs"]), r.get("resourceNames").is_some()))
+            .collect()
+    };
+    let set = |v: &[&str]| {
+        v.iter()
+            .map(|s| (*s).to_owned())
+            .collect::<BTreeSet<String>>()
+    };
+    assert_eq!(
+        endpoint_rules(&config),
+        [
+            (set(&["get", "update", "create"]), true),
+            (set(&["list"]), false)
+        ]
+    );
+    config.prune = true;
+    assert_eq!(
+        endpoint_rules(&config),
+        [
+            (set(&["get", "list", "update"]), false),
+            (set(&["create"]), true)
+        ]
+    );
 }
 
 #[test]
@@ -74,8 +124,8 @@ fn the_seed_gets_one_role_for_its_three_endpoints() {
     let rules = role["rules"].as_array().unwrap();
     assert_eq!(
         rules.len(),
-        3,
-        "endpoints, services and the slice hand-over only: {rules:?}"
+        4,
+        "endpoints (named, and list), services and the slice hand-over only: {rules:?}"
     );
     assert_eq!(
         strings(&rules[0]["verbs"]),
@@ -83,7 +133,9 @@ fn the_seed_gets_one_role_for_its_three_endpoints() {
     );
     let names = BTreeSet::from(["ceph".into(), "emqx".into(), "redis".into()]);
     assert_eq!(strings(&rules[0]["resourceNames"]), names);
-    assert_eq!(strings(&rules[1]["resourceNames"]), names);
+    assert_eq!(strings(&rules[1]["verbs"]), BTreeSet::from(["list".into()]));
+    assert!(rules[1].get("resourceNames").is_none());
+    assert_eq!(strings(&rules[2]["resourceNames"]), names);
     assert!(of_kind(&docs, "Lease").is_empty());
 }
 
@@ -176,5 +228,22 @@ fn endpointslices_written_in_that_mode_and_handed_over_in_endpoints_mode() {
     assert_eq!(
         strings(&slices[0].1["apiGroups"]),
         BTreeSet::from(["discovery.k8s.io".into()])
+    );
+}
+
+#[test]
+fn another_instance_gets_roles_of_its_own_name() {
+    let mut config = load(SEED);
+    config.instance = "team-a".into();
+    let docs = generate(&config, SEED);
+    let role = one(&docs, "Role");
+    assert_eq!(role["metadata"]["name"], "epcheck-team-a");
+    let binding = one(&docs, "RoleBinding");
+    assert_eq!(binding["metadata"]["name"], "epcheck-team-a");
+    assert_eq!(binding["roleRef"]["name"], "epcheck-team-a");
+    config.instance = "epcheck".into();
+    assert_eq!(
+        one(&generate(&config, SEED), "Role")["metadata"]["name"],
+        NAME
     );
 }

@@ -1,0 +1,140 @@
+//! Objects this instance wrote for Services no longer in its config (SPEC §9): looked for at
+//! start-up and at every resync, each reported once by name, and handed back only with
+//! `prune: true` (by the replica that leads).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_endpoints::Client;
+use k8s_endpoints::client::{PruneAction, Unconfigured};
+use k8s_endpoints::election::LeaderState;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// What the daemon needs to look for this instance's unconfigured objects.
+pub(super) struct Sweeper {
+    client: Client,
+    instance: String,
+    namespaces: BTreeSet<String>,
+    configured: BTreeSet<(String, String)>,
+    prune: bool,
+    every: Duration,
+    leadership: watch::Receiver<LeaderState>,
+    metrics: Metrics,
+    /// Objects already reported (`kind namespace/name`), so each is logged once.
+    reported: BTreeSet<String>,
+    /// Namespaces whose listing failed and was logged, so a lasting `403` is logged once.
+    failing: BTreeSet<String>,
+}
+
+impl Sweeper {
+    pub(super) fn new(
+        config: &Config,
+        client: Client,
+        leadership: watch::Receiver<LeaderState>,
+        metrics: Metrics,
+    ) -> Self {
+        Sweeper {
+            client,
+            instance: config.instance.clone(),
+            namespaces: config.namespaces(),
+            configured: config.service_objects(),
+            prune: config.prune,
+            every: config.resync_interval,
+            leadership,
+            metrics,
+            reported: BTreeSet::new(),
+            failing: BTreeSet::new(),
+        }
+    }
+
+    /// Looks now and then at every resync, forever (the daemon aborts the task on shutdown).
+    pub(super) async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.sweep().await;
+        }
+    }
+
+    async fn sweep(&mut self) {
+        let report = self
+            .client
+            .find_unconfigured(&self.instance, &self.namespaces, &self.configured)
+            .await;
+        let failed: BTreeSet<String> = report.errors.iter().map(|(ns, _)| ns.clone()).collect();
+        for (ns, error) in &report.errors {
+            if !self.failing.contains(ns) {
+                tracing::warn!(
+                    namespace = %ns, %error,
+                    "could not look for objects of this epcheck instance whose Service left the config"
+                );
+            }
+        }
+        self.failing = failed;
+        let mut left = report.objects;
+        if self.prune && !left.is_empty() && self.leads() {
+            left = self.prune(left).await;
+        }
+        let now: BTreeSet<String> = left.iter().map(key).collect();
+        for object in &left {
+            if !self.reported.contains(&key(object)) {
+                tracing::warn!(
+                    object = %object, instance = %self.instance,
+                    "this epcheck instance wrote this object, but its Service is no longer in the config: nothing keeps it current any more; `epcheck prune` hands it back (or set prune: true)"
+                );
+            }
+        }
+        self.reported = now;
+        self.metrics.set_unconfigured(left.len());
+    }
+
+    /// Hands `objects` back unless leadership is lost meanwhile; returns those left.
+    async fn prune(&self, objects: Vec<Unconfigured>) -> Vec<Unconfigured> {
+        let mut leadership = self.leadership.clone();
+        let lost = async move {
+            loop {
+                if leadership.changed().await.is_err() {
+                    // The election is gone (shutdown): stop writing.
+                    return;
+                }
+                if !leadership.borrow().is_leader {
+                    return;
+                }
+            }
+        };
+        let results = tokio::select! {
+            results = self.client.prune(&self.instance, &objects) => results,
+            () = lost => {
+                tracing::info!("leadership lost: pruning stopped");
+                return objects;
+            }
+        };
+        objects
+            .into_iter()
+            .zip(results)
+            .filter_map(|(object, result)| match result {
+                // Kept until the mirroring controller shows its endpoints: the next resync.
+                Ok(PruneAction::Waiting) => Some(object),
+                Ok(_) => None,
+                Err(error) => {
+                    tracing::warn!(object = %object, %error, "could not prune; trying again at the next resync");
+                    Some(object)
+                }
+            })
+            .collect()
+    }
+
+    fn leads(&self) -> bool {
+        self.leadership
+            .borrow()
+            .leads_at(tokio::time::Instant::now())
+    }
+}
+
+fn key(object: &Unconfigured) -> String {
+    format!("{} {}/{}", object.kind(), object.namespace(), object.name())
+}
