@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-
 use std::time::Duration;
 
 use k8s_endpoints::client::{PruneAction, Unconfigured};

@@ -182,6 +182,74 @@ mod tests {
             .unwrap_or(0)
     }
 
+    /// Through the library, without an election (the leadership sender is gone from the
+    /// start), `prune: true` still hands back a slice of a Service that left the config.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prune_works_without_an_election() {
+        let api = ApiServer::builder()
+            .strict_ips(false)
+            .start()
+            .await
+            .unwrap();
+        api.add_token("t", Permissions::all());
+        api.put_service("default", "web");
+        api.insert_object(
+            Resource::EndpointSlices,
+            "default",
+            serde_json::json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "old-epcheck-ipv4-0", "labels": {
+                    "kubernetes.io/service-name": "old",
+                    "endpointslice.kubernetes.io/managed-by": "epcheck.io",
+                    "epcheck.io/instance": "epcheck"}},
+                "addressType": "IPv4", "endpoints": [], "ports": [],
+            }),
+        );
+        let target = ToggleTarget::start().await.unwrap();
+        let text = format!(
+            "interval: 300\npingtimeout: 200\nurl: {}\ntoken_file: t\nresync_interval: 300\nprune: true\n\
+service_info:\n  web: {{namespace: default, name: web}}\n\
+service_healthcheck_list:\n  web:\n    port: {}\n    iplist: [{{name: n0, ip: {}}}]\n\
+endpoint_template: {{kind: Endpoints, apiVersion: v1, subsets: [{{ports: [{{port: 80}}]}}]}}\n",
+            api.url(),
+            target.addr().port(),
+            target.addr().ip()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t"), "t").unwrap();
+        let config = crate::config::check(
+            &text,
+            &dir.path().join("c.yaml"),
+            &crate::config::ProcessEnv,
+        )
+        .unwrap()
+        .config;
+        let client =
+            crate::apiserver::connect(&config, dir.path(), &crate::config::ProcessEnv).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let store = Arc::new(state_store::MemoryStore::new());
+        let daemon = tokio::spawn(run(config, store, client, async move {
+            let _ = stopped.await;
+        }));
+        let mut gone = false;
+        for _ in 0..60 {
+            if api
+                .get_object(Resource::EndpointSlices, "default", "old-epcheck-ipv4-0")
+                .is_none()
+            {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(3), daemon)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(gone, "the slice of the removed Service was not pruned");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_store_does_not_stop_the_daemon() {
         let api = ApiServer::builder()

@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_endpoints::Client;
 use k8s_endpoints::client::{PruneAction, Unconfigured};
 use k8s_endpoints::election::LeaderState;
+use k8s_endpoints::{Client, Error};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -27,6 +27,8 @@ pub(super) struct Sweeper {
     reported: BTreeSet<String>,
     /// Namespaces whose listing failed and was logged, so a lasting `403` is logged once.
     failing: BTreeSet<String>,
+    /// Objects whose prune failed and was logged, likewise.
+    prune_failing: BTreeSet<String>,
 }
 
 impl Sweeper {
@@ -47,6 +49,7 @@ impl Sweeper {
             metrics,
             reported: BTreeSet::new(),
             failing: BTreeSet::new(),
+            prune_failing: BTreeSet::new(),
         }
     }
 
@@ -77,7 +80,23 @@ impl Sweeper {
         self.failing = failed;
         let mut left = report.objects;
         if self.prune && !left.is_empty() && self.leads() {
-            left = self.prune(left).await;
+            let mut failing = BTreeSet::new();
+            left = self
+                .prune(left)
+                .await
+                .into_iter()
+                .map(|(object, error)| {
+                    if let Some(error) = error {
+                        let k = key(&object);
+                        if !self.prune_failing.contains(&k) {
+                            tracing::warn!(object = %object, %error, "could not prune; trying again at every resync");
+                        }
+                        failing.insert(k);
+                    }
+                    object
+                })
+                .collect();
+            self.prune_failing = failing;
         }
         let now: BTreeSet<String> = left.iter().map(key).collect();
         for object in &left {
@@ -92,14 +111,15 @@ impl Sweeper {
         self.metrics.set_unconfigured(left.len());
     }
 
-    /// Hands `objects` back unless leadership is lost meanwhile; returns those left.
-    async fn prune(&self, objects: Vec<Unconfigured>) -> Vec<Unconfigured> {
+    /// Hands `objects` back unless leadership is lost meanwhile; returns those left, each
+    /// with the error that kept it, if any.
+    async fn prune(&self, objects: Vec<Unconfigured>) -> Vec<(Unconfigured, Option<Error>)> {
         let mut leadership = self.leadership.clone();
         let lost = async move {
             loop {
                 if leadership.changed().await.is_err() {
-                    // The election is gone (shutdown): stop writing.
-                    return;
+                    // No election (or it ended with the daemon): nothing more can change.
+                    std::future::pending::<()>().await;
                 }
                 if !leadership.borrow().is_leader {
                     return;
@@ -110,7 +130,7 @@ impl Sweeper {
             results = self.client.prune(&self.instance, &objects) => results,
             () = lost => {
                 tracing::info!("leadership lost: pruning stopped");
-                return objects;
+                return objects.into_iter().map(|o| (o, None)).collect();
             }
         };
         objects
@@ -118,12 +138,9 @@ impl Sweeper {
             .zip(results)
             .filter_map(|(object, result)| match result {
                 // Kept until the mirroring controller shows its endpoints: the next resync.
-                Ok(PruneAction::Waiting) => Some(object),
+                Ok(PruneAction::Waiting) => Some((object, None)),
                 Ok(_) => None,
-                Err(error) => {
-                    tracing::warn!(object = %object, %error, "could not prune; trying again at the next resync");
-                    Some(object)
-                }
+                Err(error) => Some((object, Some(error))),
             })
             .collect()
     }
