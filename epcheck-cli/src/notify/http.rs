@@ -17,6 +17,7 @@ use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use probe_core::backoff::{Backoff, Jitter, RetryPolicy as BackoffPolicy};
 
 /// The pooled client.
 pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -51,12 +52,17 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The pause after failed attempt number `attempt` (1-based), with jitter.
+    /// The pause after failed attempt number `attempt` (1-based), with jitter: probe-core's
+    /// [`Backoff`] with equal jitter, doubling `first_backoff` at most 16 times.
     pub(crate) fn backoff(&self, attempt: u32) -> Duration {
-        let full = self
-            .first_backoff
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-        full.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+        Backoff::new(BackoffPolicy {
+            max_attempts: self.attempts,
+            base_delay: self.first_backoff,
+            max_delay: self.first_backoff.saturating_mul(1 << 16),
+            max_retry_after: Duration::ZERO,
+            jitter: Jitter::Equal,
+        })
+        .delay(attempt.saturating_sub(1))
     }
 }
 
