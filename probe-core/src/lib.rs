@@ -18,6 +18,7 @@
 //! - [`raise_nofile_limit`] and [`effective_concurrency`]: make room for many sockets and stay
 //!   below the open-file limit.
 //! - [`backoff`]: exponential backoff with jitter, the one every epcheck crate retries with.
+//! - [`tls`]: the one builder of rustls client configurations (ring) and pooled HTTPS clients.
 //!
 //! This crate knows nothing of Kubernetes or of the state store. Probes never log; they return
 //! outcomes, and the caller decides what is worth a `tracing` event.
@@ -99,6 +100,7 @@ mod prober;
 pub mod scheduler;
 mod target;
 mod tcp;
+pub mod tls;
 
 pub use check::{Check, ExecCheck, Expect, HttpCheck, TcpCheck};
 pub use error::{Error, Result};

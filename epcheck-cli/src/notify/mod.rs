@@ -68,7 +68,7 @@ pub enum NotifyError {
     },
     /// The TLS configuration could not be built.
     #[error("cannot set up TLS for the webhooks")]
-    Tls(#[from] rustls::Error),
+    Tls(#[from] probe_core::Error),
 }
 
 /// How one event ended on one channel.
