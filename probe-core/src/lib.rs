@@ -93,7 +93,7 @@ pub mod child;
 mod error;
 mod exec;
 mod health;
-mod http;
+mod http_probe;
 mod limits;
 mod outcome;
 mod prober;
