@@ -101,7 +101,7 @@ pub enum KhError {
     },
     /// The HTTP client could not be set up.
     #[error("cannot set up TLS for the Kuberhealthy report")]
-    Tls(#[from] rustls::Error),
+    Tls(#[from] probe_core::Error),
     /// No reply accepted the report before the deadline.
     #[error("could not deliver the report to {url}: {message}")]
     Send {

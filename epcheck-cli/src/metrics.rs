@@ -1,5 +1,5 @@
 //! The daemon's Prometheus metrics (SPEC §8.1), built on `prometheus-client`: one [`Metrics`]
-//! value, registered once into a [`Registry`] that the HTTP server ([`crate::http`]) encodes.
+//! value, registered once into a [`Registry`] that the HTTP server ([`crate::server`]) encodes.
 //!
 //! Nothing here is global. The daemon creates a [`Metrics`], registers it, and resolves a
 //! handle per service ([`ServiceMetrics`]) and per target ([`TargetMetrics`]) at start-up, so

@@ -49,7 +49,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use fixtures::apiserver::{ApiServer, Fault, FaultRule, Permissions, RecordedRequest, Resource};
 use fixtures::redis::RedisServer;
@@ -887,22 +887,8 @@ fn on_test_clock(t: SystemTime, (sys, mono): (SystemTime, Instant)) -> Instant {
 
 /// The timestamp that opens a text log line: `2026-01-02T03:04:05.123456Z`.
 fn log_time(line: &str) -> Option<SystemTime> {
-    let ts = line.split_whitespace().next()?.strip_suffix('Z')?;
-    let (date, time) = ts.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.splitn(3, ':').map(|x| x.parse::<i64>().ok());
-    let (h, mi, s) = (t.next()??, t.next()??, t.next()??);
-    let nanos: u32 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    let secs = u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).ok()?;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+    let ts = line.split_whitespace().next()?;
+    ts.parse::<jiff::Timestamp>().ok().map(SystemTime::from)
 }
 
 /// Which service a request concerns and what it is.

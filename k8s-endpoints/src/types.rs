@@ -394,8 +394,9 @@ pub struct StatusCause {
     pub extra: Extra,
 }
 
-/// Reads `null` as the type's default (an empty list or map), as Go's JSON decoding does.
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+/// Reads `null` as the type's default (an empty list or map), as Go's JSON decoding does. Shared
+/// by every wire type of the crate (Endpoints, EndpointSlices, Leases).
+pub(crate) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,

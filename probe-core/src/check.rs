@@ -296,7 +296,7 @@ impl HttpCheck {
     /// sent to a server), or has characters not allowed in a request line (spaces, controls).
     pub fn new(path: impl Into<String>) -> Result<Self> {
         let path = path.into();
-        crate::http::check_path(&path)?;
+        crate::http_probe::check_path(&path)?;
         Ok(Self {
             path,
             ..Self::default()
@@ -330,7 +330,7 @@ impl HttpCheck {
     /// [`Error::InvalidCheck`] if `host` is neither a valid DNS name nor an IP address.
     pub fn with_host(mut self, host: impl Into<String>) -> Result<Self> {
         let host = host.into();
-        crate::http::check_host(&host)?;
+        crate::http_probe::check_host(&host)?;
         self.host = Some(host);
         Ok(self)
     }
@@ -350,10 +350,10 @@ impl HttpCheck {
     /// # Errors
     /// The [`Error::InvalidCheck`] a constructor would have returned.
     pub fn validate(&self) -> Result<()> {
-        crate::http::check_path(&self.path)?;
+        crate::http_probe::check_path(&self.path)?;
         Self::default().with_expect_status(self.expect_status.clone())?;
         if let Some(host) = &self.host {
-            crate::http::check_host(host)?;
+            crate::http_probe::check_host(host)?;
         }
         Ok(())
     }

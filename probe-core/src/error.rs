@@ -21,6 +21,12 @@ pub enum Error {
     /// A check is incomplete or contradictory; the message says what to change.
     #[error("invalid check: {0}")]
     InvalidCheck(String),
+    /// rustls refused to build a client configuration (the text is rustls's).
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
+    /// [`Verify::System`](crate::tls::Verify::System) found no usable CA certificate.
+    #[error("no system CA certificates found; install ca-certificates")]
+    NoSystemRoots,
 }
 
 /// Shorthand for results whose error is [`Error`].

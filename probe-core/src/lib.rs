@@ -17,6 +17,8 @@
 //!   [`ProbeEvent`]; the exact timing rules are in the [`scheduler`] module docs.
 //! - [`raise_nofile_limit`] and [`effective_concurrency`]: make room for many sockets and stay
 //!   below the open-file limit.
+//! - [`backoff`]: exponential backoff with jitter, the one every epcheck crate retries with.
+//! - [`tls`]: the one builder of rustls client configurations (ring) and pooled HTTPS clients.
 //!
 //! This crate knows nothing of Kubernetes or of the state store. Probes never log; they return
 //! outcomes, and the caller decides what is worth a `tracing` event.
@@ -85,18 +87,20 @@
 //! - **`expect`**: `"/…/"` is a regex, anything else a substring ([`Expect::parse`]); matching is
 //!   on bytes.
 
+pub mod backoff;
 mod check;
 pub mod child;
 mod error;
 mod exec;
 mod health;
-mod http;
+mod http_probe;
 mod limits;
 mod outcome;
 mod prober;
 pub mod scheduler;
 mod target;
 mod tcp;
+pub mod tls;
 
 pub use check::{Check, ExecCheck, Expect, HttpCheck, TcpCheck};
 pub use error::{Error, Result};

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use crate::check::Check;
 use crate::outcome::{FailureKind, ProbeError, ProbeOutcome};
 use crate::target::Target;
-use crate::{exec, http, tcp};
+use crate::{exec, http_probe, tcp};
 
 /// Settings of a [`Prober`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,7 +137,7 @@ impl Prober {
             Check::Tcp(tcp) => tcp::probe(target.addr(), tcp, timeout).await,
             // Boxed: their futures are many times the size of a TCP probe's, and every probe
             // in flight (a thousand at once) would otherwise be as large as the largest kind.
-            Check::Http(http) => Box::pin(http::probe(target, http, timeout)).await,
+            Check::Http(http) => Box::pin(http_probe::probe(target, http, timeout)).await,
             Check::Exec(exec) => Box::pin(exec::probe(target, exec)).await,
             Check::Static => ProbeOutcome::up(Duration::ZERO),
         }

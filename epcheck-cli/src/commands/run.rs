@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::apiserver::client_config;
 use crate::config::{Environment, Loaded, load};
 use crate::daemon::{DaemonOptions, Telemetry};
-use crate::http::{HttpState, serve};
+use crate::server::{HttpState, serve};
 use crate::store::{Connect, open};
 
 /// Runs the daemon until `shutdown` resolves; returns exit code 0 after a clean shutdown.

@@ -32,9 +32,9 @@ use state_store::StateStore;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::http::{Readiness, StatusSnapshot};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::server::{Readiness, StatusSnapshot};
 use k8s_endpoints::election::LeaderState;
 
 pub use engine::Engine;
@@ -68,7 +68,7 @@ impl DaemonOptions {
 }
 
 /// What the daemon reports to: metrics, the readiness latch and the `/status` document. The
-/// caller serves them (see [`crate::http::serve`]); the daemon only updates them.
+/// caller serves them (see [`crate::server::serve`]); the daemon only updates them.
 #[derive(Clone, Debug)]
 pub struct Telemetry {
     /// Metric handles (register them in the caller's registry).

@@ -23,9 +23,9 @@
 //! # }
 //! ```
 
+mod delivery;
 mod dingtalk;
 mod event;
-mod http;
 mod script;
 mod webhook;
 
@@ -39,13 +39,13 @@ use tokio::time::Instant;
 
 use crate::config::NotifyConfig;
 
+pub use delivery::{RetryPolicy, redact};
+pub(crate) use delivery::{client as http_client, parse_url, post_json, retryable_status};
 pub use dingtalk::sign as dingtalk_sign;
 pub use event::{
     NotifyEvent, ServiceEvent, ServiceHealth, ServiceTracker, TargetEvent, rfc3339, service_state,
     should_notify,
 };
-pub use http::{RetryPolicy, redact};
-pub(crate) use http::{client as http_client, parse_url, post_json, retryable_status};
 pub(crate) use webhook::quoted;
 
 use script::ScriptSink;
@@ -68,7 +68,7 @@ pub enum NotifyError {
     },
     /// The TLS configuration could not be built.
     #[error("cannot set up TLS for the webhooks")]
-    Tls(#[from] rustls::Error),
+    Tls(#[from] probe_core::Error),
 }
 
 /// How one event ended on one channel.
@@ -271,7 +271,7 @@ impl Notifier {
             sinks.push((Arc::new(stats), sink));
         }
         if !config.webhooks.is_empty() {
-            let client = http::client(options.retry.timeout)?;
+            let client = delivery::client(options.retry.timeout)?;
             for (index, hook) in config.webhooks.iter().enumerate() {
                 let sink = WebhookSink::new(hook, client.clone(), options.retry)
                     .map_err(|problem| NotifyError::Url { index, problem })?;

@@ -160,7 +160,7 @@ async fn a_json_webhook_gets_one_post_per_event() {
     let got = rx.requests();
     assert_eq!(got.len(), 3);
     for r in &got {
-        assert_eq!(r.method, ::http::Method::POST);
+        assert_eq!(r.method, http::Method::POST);
         assert_eq!(r.uri.path(), "/hook");
         assert_eq!(r.header("content-type"), Some("application/json"));
         assert!(r.header("user-agent").unwrap().starts_with("epcheck/"));

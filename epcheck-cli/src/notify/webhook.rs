@@ -14,7 +14,7 @@ use http::Uri;
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::http::{
+use super::delivery::{
     HttpClient, RetryPolicy, parse_url, post_json, redact, retryable_status, split_userinfo,
 };
 use super::{ChannelStats, NotifyEvent, dingtalk};
@@ -194,7 +194,7 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused_without_echo() {
-        let client = crate::notify::http::client(std::time::Duration::from_secs(1));
+        let client = crate::notify::delivery::client(std::time::Duration::from_secs(1));
         let Ok(client) = client else { return };
         let hook = Webhook {
             url: "ftp://host/?access_token=SECRET".into(),

@@ -9,7 +9,7 @@
 //! writer gets `409 Conflict`.
 
 use http::Method;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::Client;
 use super::error::ApiErrorKind;
@@ -18,7 +18,7 @@ use super::request::{Action, Request};
 use crate::election::MicroTime;
 use crate::error::Error;
 use crate::path::{check_name, check_namespace};
-use crate::types::{Extra, ObjectMeta};
+use crate::types::{Extra, ObjectMeta, null_as_default};
 
 /// `apiVersion` of a Lease.
 pub const LEASE_API_VERSION: &str = "coordination.k8s.io/v1";
@@ -95,15 +95,6 @@ impl Lease {
             self.metadata.name.as_deref().unwrap_or("?")
         )
     }
-}
-
-/// Reads `null` as the default, as Go's JSON decoding does.
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl Client {

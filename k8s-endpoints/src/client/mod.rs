@@ -79,7 +79,7 @@ pub use error::{
 };
 pub use lease::{LEASE_API_VERSION, LEASE_KIND, Lease, LeaseSpec};
 pub use reconcile::{ReconcileAction, ReconcileMode, ReconcileOutcome, reconcile};
-pub use retry::{Backoff, RetryDecision, RetryPolicy, classify};
+pub use retry::{Backoff, Jitter, RetryDecision, RetryPolicy, classify};
 pub use service::{ServiceInfo, ServicePort};
 pub use slices::{SlicesOutcome, reconcile_slices};
 pub use tls::parse_ca_pem;

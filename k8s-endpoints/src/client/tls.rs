@@ -1,34 +1,28 @@
-//! TLS for the ApiServer connection: trust roots from a PEM CA file (or the public web
-//! roots), the opt-in "accept anything" verifier, and the pooled HTTP(S) client built on them.
-//!
-//! Every rustls configuration is built with the `ring` provider passed explicitly
-//! (`builder_with_provider`): if another crate in the binary enables a second provider, the
-//! plain builder panics.
+//! TLS for the ApiServer connection: trust roots from a PEM CA file (or the public web roots),
+//! the opt-in "accept anything" choice, and the pooled HTTP(S) client built on them. The rustls
+//! configuration and the client come from [`probe_core::tls`], the workspace's one builder
+//! (ring provider, passed explicitly).
 //!
 //! Host names and IP addresses both work: hyper-rustls turns an IP host in the URL (also a
 //! bracketed IPv6 one) into `ServerName::IpAddress`, which is checked against the
 //! certificate's IP subject-alternative names.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use probe_core::tls::{HttpsClient, PoolOptions};
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use crate::error::Error;
 
+/// What the server's certificate is checked against: the CA file's roots, the public web
+/// roots (no CA file configured), or nothing (`insecure_skip_tls_verify`).
+pub(crate) use probe_core::tls::Verify as Trust;
+
 /// The pooled HTTP client: one per CA generation, shared by every request.
-pub(crate) type HttpClient = HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = HttpsClient;
 
 /// Largest CA file read.
 const MAX_CA_BYTES: u64 = 4 * 1024 * 1024;
@@ -36,21 +30,6 @@ const MAX_CA_BYTES: u64 = 4 * 1024 * 1024;
 /// Idle pooled connections are closed after this long (the ApiServer's own idle timeout is
 /// longer, so the client closes first and never reuses a connection the server dropped).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
-
-/// What the server's certificate is checked against.
-#[derive(Debug, Clone)]
-pub(crate) enum Trust {
-    /// The CA certificates of a PEM file.
-    Roots(Arc<RootCertStore>),
-    /// The public web roots (no CA file configured).
-    WebPki,
-    /// Nothing: any certificate is accepted.
-    Insecure,
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// Reads a CA file, at most 4 MiB.
 ///
@@ -124,90 +103,24 @@ pub fn parse_ca_pem(path: &Path, pem: &[u8]) -> Result<RootCertStore, Error> {
 
 /// The rustls client configuration for a trust setting.
 pub(crate) fn client_tls_config(trust: &Trust) -> Result<rustls::ClientConfig, Error> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls {
-            problem: e.to_string(),
-        })?;
-    let config = match trust {
-        Trust::Roots(roots) => builder
-            .with_root_certificates(Arc::clone(roots))
-            .with_no_client_auth(),
-        Trust::WebPki => builder.with_webpki_roots().with_no_client_auth(),
-        Trust::Insecure => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate::new()))
-            .with_no_client_auth(),
-    };
-    Ok(config)
+    probe_core::tls::client_config(trust).map_err(|e| Error::Tls {
+        problem: match e {
+            probe_core::Error::Tls(problem) => problem,
+            other => other.to_string(),
+        },
+    })
 }
 
 /// The pooled client: HTTP/1.1, `https://` and `http://`, the connect timeout, keep-alive.
 pub(crate) fn http_client(tls: rustls::ClientConfig, connect_timeout: Duration) -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    let https = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    HyperClient::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(8)
-        .build(https)
-}
-
-/// Accepts any server certificate (`insecure_skip_tls_verify`). Handshake signatures are
-/// still checked, so the session is at least consistent with the certificate presented.
-#[derive(Debug)]
-struct AcceptAnyCertificate {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl AcceptAnyCertificate {
-    fn new() -> Self {
-        Self {
-            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        }
-    }
-}
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    probe_core::tls::https_client(
+        tls,
+        &PoolOptions {
+            connect_timeout,
+            idle_timeout: POOL_IDLE_TIMEOUT,
+            max_idle_per_host: 8,
+        },
+    )
 }
 
 #[cfg(test)]

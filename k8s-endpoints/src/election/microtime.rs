@@ -5,14 +5,17 @@
 //! for these fields; read leniently, as Go's `time.RFC3339Nano` parser does: zero to nine
 //! fractional digits, `Z` or a `±hh:mm` offset, `T`/`t` and `Z`/`z` in either case.
 //!
-//! The civil-date arithmetic is Howard Hinnant's `days_from_civil` / `civil_from_days`, so no
-//! date library is needed. These values are only ever *shown* and *sent*: the election never
-//! compares them across hosts (SPEC §9), it measures expiry on the local monotonic clock.
+//! The text's shape is checked here, strictly (Go's shapes and no others); the calendar (valid
+//! dates, days since the epoch, printing) is jiff's, the workspace's one date library. These
+//! values are only ever *shown* and *sent*: the election never compares them across hosts
+//! (SPEC §9), it measures expiry on the local monotonic clock.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use jiff::Span;
+use jiff::civil::{Date, DateTime};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A point in time with microsecond precision, as a Lease carries it.
@@ -48,6 +51,9 @@ pub struct MicroTimeError {
 /// can write with four digits.
 const MIN_SECS: i64 = -62_135_596_800;
 const MAX_SECS: i64 = 253_402_300_799;
+
+/// 1970-01-01T00:00:00 in UTC.
+const EPOCH: DateTime = DateTime::constant(1970, 1, 1, 0, 0, 0, 0);
 
 impl MicroTime {
     /// The current wall-clock time, truncated to microseconds.
@@ -140,9 +146,10 @@ impl MicroTime {
         ) else {
             return Err(fail("expected digits in the date and time"));
         };
-        if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-            return Err(fail("no such date"));
-        }
+        let date = match (i16::try_from(year), i8::try_from(month), i8::try_from(day)) {
+            (Ok(y), Ok(m), Ok(d)) => Date::new(y, m, d).map_err(|_| fail("no such date"))?,
+            _ => return Err(fail("no such date")),
+        };
         if hour > 23 || min > 59 || sec > 59 {
             return Err(fail("no such time of day"));
         }
@@ -175,7 +182,12 @@ impl MicroTime {
             }
             _ => return Err(fail("expected Z or a ±hh:mm offset after the time")),
         };
-        let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec;
+        let days = EPOCH
+            .date()
+            .until(date)
+            .map_err(|_| fail("no such date"))?
+            .get_days();
+        let secs = i64::from(days) * 86_400 + hour * 3600 + min * 60 + sec;
         Ok(Self::clamped(secs - offset, micros))
     }
 }
@@ -183,17 +195,19 @@ impl MicroTime {
 impl fmt::Display for MicroTime {
     /// `YYYY-MM-DDThh:mm:ss.ffffffZ`, always six fractional digits.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let days = self.secs.div_euclid(86_400);
-        let rest = self.secs.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-            rest / 3600,
-            rest / 60 % 60,
-            rest % 60,
-            self.micros
-        )
+        // Civil time in UTC rather than a jiff `Timestamp`, whose range stops a day short of
+        // 9999-12-31T23:59:59 (so that it fits every offset). Years 1 to 9999 (the clamp in
+        // every constructor) are always in `DateTime`'s range.
+        // One unit: a span's units all carry the same sign, and `micros` counts forward from
+        // `secs` also before the epoch.
+        let span = self
+            .secs
+            .checked_mul(1_000_000)
+            .and_then(|us| us.checked_add(i64::from(self.micros)))
+            .and_then(|us| Span::new().try_microseconds(us).ok())
+            .ok_or(fmt::Error)?;
+        let t = EPOCH.checked_add(span).map_err(|_| fmt::Error)?;
+        write!(f, "{t:.6}Z")
     }
 }
 
@@ -216,44 +230,6 @@ impl<'de> Deserialize<'de> for MicroTime {
         let text = String::deserialize(deserializer)?;
         Self::parse(&text).map_err(serde::de::Error::custom)
     }
-}
-
-fn is_leap(year: i64) -> bool {
-    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -312,10 +288,16 @@ mod tests {
             let json = serde_json::to_string(&t).unwrap();
             assert_eq!(serde_json::from_str::<MicroTime>(&json).unwrap(), t);
         }
-        // Every day over a few centuries converts both ways.
-        for days in (-200_000..200_000).step_by(97) {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
+        // Every day over a few centuries prints as jiff's calendar says and reads back.
+        for days in (-200_000i64..200_000).step_by(97) {
+            let t = MicroTime::clamped(days * 86_400 + 3_723, 42);
+            let text = t.to_string();
+            let date = EPOCH
+                .date()
+                .checked_add(jiff::Span::new().days(days))
+                .unwrap();
+            assert_eq!(text, format!("{date}T01:02:03.000042Z"));
+            assert_eq!(p(&text), t);
         }
     }
 

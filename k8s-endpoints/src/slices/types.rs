@@ -9,9 +9,9 @@
 
 use std::net::IpAddr;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
-use crate::types::{Extra, ObjectMeta, ObjectReference};
+use crate::types::{Extra, ObjectMeta, ObjectReference, null_as_default};
 
 /// `apiVersion` of EndpointSlices.
 pub const ENDPOINT_SLICE_API_VERSION: &str = "discovery.k8s.io/v1";
@@ -224,15 +224,6 @@ impl From<&crate::types::EndpointPort> for SlicePort {
             extra: Extra::new(),
         }
     }
-}
-
-/// Reads `null` as the type's default (an empty list), as Go's JSON decoding does.
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 #[cfg(test)]

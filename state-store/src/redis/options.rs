@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use fred::types::config::{TlsConfig, TlsConnector};
+use probe_core::tls::Verify;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
@@ -196,14 +197,14 @@ fn tls_config(options: &RedisOptions, display: &str) -> Result<TlsConfig> {
         address: display.to_owned(),
         reason,
     };
-    let mut roots = rustls::RootCertStore::empty();
-    match &options.tls_ca_file {
+    let verify = match &options.tls_ca_file {
         Some(path) => {
             let shown = path.display();
             let certs = CertificateDer::pem_file_iter(path)
                 .map_err(|e| tls_error(format!("cannot read the CA file {shown}: {e}")))?
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| tls_error(format!("the CA file {shown} is not valid PEM: {e}")))?;
+            let mut roots = rustls::RootCertStore::empty();
             let (added, ignored) = roots.add_parsable_certificates(certs);
             if added == 0 {
                 return Err(tls_error(format!(
@@ -211,28 +212,20 @@ fn tls_config(options: &RedisOptions, display: &str) -> Result<TlsConfig> {
                      with the CA that signed Redis's certificate"
                 )));
             }
+            Verify::Roots(Arc::new(roots))
         }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            for error in &native.errors {
-                tracing::warn!(%error, "skipping unreadable system CA certificates");
-            }
-            let (added, _) = roots.add_parsable_certificates(native.certs);
-            if added == 0 {
-                return Err(tls_error(
-                    "no system CA certificates found; install ca-certificates or set the \
-                     Redis CA file"
-                        .into(),
-                ));
-            }
+        None => Verify::System,
+    };
+    let config = probe_core::tls::client_config(&verify).map_err(|e| match e {
+        probe_core::Error::NoSystemRoots => tls_error(
+            "no system CA certificates found; install ca-certificates or set the Redis CA file"
+                .into(),
+        ),
+        probe_core::Error::Tls(e) => {
+            tls_error(format!("rustls refused the protocol versions: {e}"))
         }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_error(format!("rustls refused the protocol versions: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        other => tls_error(other.to_string()),
+    })?;
     Ok(TlsConnector::from(config).into())
 }
 

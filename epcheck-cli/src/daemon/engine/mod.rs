@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use k8s_endpoints::Client;
 use k8s_endpoints::client::{ReconcileMode, RetryDecision, classify};
+use probe_core::backoff::{Backoff, Jitter, RetryPolicy};
 use probe_core::{
     Check, Health, ProbeEvent, Prober, ProberOptions, ScheduleOptions, Scheduler, Target,
 };
-use rand::Rng as _;
 use state_store::{AppliedRecord, StateStore, TransitionEvent};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -41,6 +41,10 @@ const MAX_RECONCILES: usize = 16;
 
 /// Most probe results handled per wake-up of the daemon's loop.
 const EVENT_BATCH: usize = 256;
+
+/// A failed reconcile is retried after a wait between half and all of `500 ms × 2ⁿ` for its
+/// `n`th consecutive failure (`n` ≤ 10), capped at the daemon's `max_retry_delay`.
+const RECONCILE_RETRY_BASE: Duration = Duration::from_millis(500);
 
 /// The longest `/status` lags behind the daemon's state.
 const STATUS_EVERY: Duration = Duration::from_millis(100);
@@ -783,9 +787,14 @@ impl Engine {
                 s.failures += 1;
                 s.metrics.reconcile_failed();
                 let text = e.to_string();
-                let base = Duration::from_millis(500) * 2u32.saturating_pow(s.failures.min(10));
-                let cap = base.min(max_retry);
-                let wait = cap.mul_f64(rand::rng().random_range(0.5..=1.0));
+                let wait = Backoff::new(RetryPolicy {
+                    max_attempts: u32::MAX,
+                    base_delay: RECONCILE_RETRY_BASE,
+                    max_delay: max_retry,
+                    max_retry_after: Duration::ZERO,
+                    jitter: Jitter::Equal,
+                })
+                .delay(s.failures.min(10));
                 let unavailable = matches!(classify(&e), RetryDecision::Backoff { .. });
                 // Logged by state change: an outage by the ApiServer's state (see `outage`),
                 // any other error when it differs from the service's previous one.

@@ -5,8 +5,8 @@ use std::time::SystemTime;
 use probe_core::Health;
 
 use super::Engine;
-use crate::http::{ServiceStatus, StatusSnapshot, TargetStatus};
 use crate::notify::NotifyEvent;
+use crate::server::{ServiceStatus, StatusSnapshot, TargetStatus};
 
 impl Engine {
     /// Sets a service's ready/configured gauges from its targets' health, and notifies a change

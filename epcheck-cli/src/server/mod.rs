@@ -20,7 +20,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use prometheus_client::registry::Registry;
-//! use epcheck::http::{HttpState, Readiness, StatusSnapshot, serve};
+//! use epcheck::server::{HttpState, Readiness, StatusSnapshot, serve};
 //! use epcheck::metrics::Metrics;
 //!
 //! # async fn demo() -> std::io::Result<()> {

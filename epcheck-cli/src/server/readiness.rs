@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// A readiness latch in three parts. Cheap to clone: clones share the same parts.
 ///
 /// ```
-/// use epcheck::http::Readiness;
+/// use epcheck::server::Readiness;
 ///
 /// let ready = Readiness::new();
 /// ready.set_config_loaded();

@@ -1,10 +1,8 @@
 //! The HTTP(S) client shared by the webhooks and the Kuberhealthy report: one POST with a
 //! timeout, a retry policy, and URLs made safe to log.
 //!
-//! TLS uses rustls with the `ring` provider passed explicitly (`builder_with_provider`; the plain
-//! builder panics when a second provider is compiled in) and the public web roots.
+//! TLS comes from [`probe_core::tls`] (rustls with the `ring` provider, the public web roots).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -13,13 +11,11 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use probe_core::backoff::{Backoff, Jitter, RetryPolicy as BackoffPolicy};
+use probe_core::tls::{self, PoolOptions, Verify};
 
 /// The pooled client.
-pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = tls::HttpsClient;
 
 /// Largest response body read (DingTalk's reply is a few dozen bytes).
 const MAX_REPLY_BYTES: usize = 64 * 1024;
@@ -51,12 +47,17 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The pause after failed attempt number `attempt` (1-based), with jitter.
+    /// The pause after failed attempt number `attempt` (1-based), with jitter: probe-core's
+    /// [`Backoff`] with equal jitter, doubling `first_backoff` at most 16 times.
     pub(crate) fn backoff(&self, attempt: u32) -> Duration {
-        let full = self
-            .first_backoff
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-        full.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+        Backoff::new(BackoffPolicy {
+            max_attempts: self.attempts,
+            base_delay: self.first_backoff,
+            max_delay: self.first_backoff.saturating_mul(1 << 16),
+            max_retry_after: Duration::ZERO,
+            jitter: Jitter::Equal,
+        })
+        .delay(attempt.saturating_sub(1))
     }
 }
 
@@ -94,27 +95,9 @@ pub(crate) fn retryable_status(status: StatusCode) -> bool {
 }
 
 /// Builds the client: HTTP/1.1, `http://` and `https://` (web roots), connect timeout `connect`.
-pub(crate) fn client(connect: Duration) -> Result<HttpClient, rustls::Error> {
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_webpki_roots()
-    .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect));
-    http.set_nodelay(true);
-    let https = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(2)
-        .build(https))
+pub(crate) fn client(connect: Duration) -> Result<HttpClient, probe_core::Error> {
+    let tls = tls::client_config(&Verify::WebPki)?;
+    Ok(tls::https_client(tls, &PoolOptions::new(connect)))
 }
 
 /// POSTs `body` as JSON to `uri` with `headers`, bounded by `timeout` as a whole.

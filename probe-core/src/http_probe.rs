@@ -23,10 +23,7 @@ use http::header::{CONNECTION, HOST, USER_AGENT};
 use http::{HeaderValue, Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -36,6 +33,7 @@ use crate::check::HttpCheck;
 use crate::error::{Error, Result};
 use crate::outcome::{FailureKind, ProbeError, ProbeOutcome};
 use crate::target::Target;
+use crate::tls::{self, Verify};
 
 /// Sent as `User-Agent`, so that backends can tell health checks apart in their access logs.
 const USER_AGENT_VALUE: &str = concat!("epcheck/", env!("CARGO_PKG_VERSION"));
@@ -307,66 +305,14 @@ fn chain(e: &dyn StdError) -> String {
     s
 }
 
-/// The one TLS client configuration: ring provider, no certificate verification, ALPN
-/// `http/1.1`. Built on the first HTTPS probe.
+/// The one TLS client configuration of HTTPS probes: [`Verify::Insecure`] (see [`HttpCheck`]
+/// for why), ALPN `http/1.1`. Built on the first HTTPS probe.
 static TLS: LazyLock<Result<TlsConnector, String>> = LazyLock::new(tls_connector);
 
 fn tls_connector() -> Result<TlsConnector, String> {
-    // Never the plain builder: with more than one provider compiled in, it panics.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(AnyCertificate {
-        algorithms: provider.signature_verification_algorithms,
-    });
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+    let mut config = tls::client_config(&Verify::Insecure).map_err(|e| e.to_string())?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
-}
-
-/// Accepts any certificate for any name (see [`HttpCheck`] for why), but still checks the
-/// handshake's signatures, so the server must hold the key of the certificate it presents.
-#[derive(Debug)]
-struct AnyCertificate {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]
