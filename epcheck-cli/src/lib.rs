@@ -33,7 +33,6 @@ pub mod round;
 pub mod server;
 pub mod store;
 pub mod time;
-pub mod writer;
 
 use std::fmt;
 

@@ -104,9 +104,6 @@ pub async fn probe_all(config: &Config, concurrency: usize) -> Vec<ServiceProbes
 /// every service failed and there are at least `min_targets` of them — the checker's own network
 /// is then the likelier fault. Targets without a probe (`port: 0`) do not count either way.
 pub fn failsafe_holds(config: &Config, round: &[ServiceProbes]) -> bool {
-    if config.failsafe.mode == FailsafeMode::Off {
-        return false;
-    }
     let probed = round
         .iter()
         .filter(|s| {
@@ -115,11 +112,10 @@ pub fn failsafe_holds(config: &Config, round: &[ServiceProbes]) -> bool {
                 .get(s.index)
                 .is_some_and(|svc| !matches!(svc.probe.check, Check::Static))
         })
-        .flat_map(|s| s.results.iter());
-    let (mut total, mut up) = (0usize, 0usize);
-    for (_, o) in probed {
-        total += 1;
-        up += usize::from(o.up);
-    }
-    total >= config.failsafe.min_targets && up == 0
+        .flat_map(|s| s.results.iter().map(|(_, o)| o.up));
+    probe_core::failsafe::FailSafe::holds_after_round(
+        config.failsafe.mode == FailsafeMode::Hold,
+        config.failsafe.min_targets,
+        probed,
+    )
 }

@@ -82,6 +82,7 @@ pub mod render;
 pub mod slices;
 pub mod token;
 pub mod types;
+pub mod writer;
 
 pub use client::{
     ApiError, ApiErrorKind, Client, ClientConfig, Lease, LeaseSpec, ReconcileAction, ReconcileMode,

@@ -92,6 +92,7 @@ mod check;
 pub mod child;
 mod error;
 mod exec;
+pub mod failsafe;
 mod health;
 mod http_probe;
 mod limits;

@@ -9,7 +9,7 @@ use crate::cli::{OnceArgs, OutputFormat};
 use crate::config::{Environment, Loaded, load};
 use crate::report::{Action, Report, ServiceReport, TargetReport};
 use crate::round::{failsafe_holds, probe_all};
-use crate::writer::ObjectWriter;
+use k8s_endpoints::writer::ObjectWriter;
 
 impl From<ReconcileAction> for Action {
     fn from(a: ReconcileAction) -> Self {

@@ -253,13 +253,7 @@ pub enum FailsafeMode {
 }
 
 /// `mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// v1 Endpoints objects (the original behaviour).
-    Endpoints,
-    /// discovery.k8s.io/v1 EndpointSlices.
-    EndpointSlice,
-}
+pub use k8s_endpoints::writer::Mode;
 
 /// The port of the metrics and health server when `metrics.listen` does not say: 9087.
 ///

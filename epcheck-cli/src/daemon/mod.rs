@@ -17,7 +17,6 @@
 //! ```
 
 mod engine;
-pub mod failsafe;
 mod outage;
 pub mod persist;
 pub mod table;

@@ -8,7 +8,7 @@ use state_store::{Health as StoredHealth, TargetRecord};
 use tokio::time::Instant;
 
 use crate::metrics::{ServiceMetrics, TargetMetrics};
-use crate::writer::ObjectWriter;
+use k8s_endpoints::writer::ObjectWriter;
 
 /// One target's runtime state.
 #[derive(Debug, Clone)]

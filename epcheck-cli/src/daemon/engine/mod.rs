@@ -17,7 +17,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
-use super::failsafe::FailSafe;
 use super::outage::{ApiOutage, OutageLog};
 use super::persist::{Persister, Write};
 use super::table::{ServiceSlot, TargetSlot, restore_tracker, stored};
@@ -26,7 +25,8 @@ use crate::apiserver::server_policy;
 use crate::config::Config;
 use crate::notify::{NotifyEvent, ServiceTracker, TargetEvent, should_notify};
 use crate::round::service_targets;
-use crate::writer::{ObjectWriter, WriteOutcome};
+use k8s_endpoints::writer::{ObjectWriter, WriteOutcome};
+use probe_core::failsafe::FailSafe;
 
 mod ownership;
 mod report;

@@ -2,7 +2,7 @@
 //! has one (SPEC §9), and what is worth saying about it once (ports that route nothing).
 
 use crate::daemon::table::ServiceSlot;
-use crate::writer::UnmatchedPorts;
+use k8s_endpoints::writer::UnmatchedPorts;
 
 /// A reconcile succeeded: epcheck manages the Service (again, if it had a selector before).
 /// Configured ports that match no port of the Service are warned about once per service.

@@ -13,7 +13,7 @@ use super::Engine;
 /// A witness probe's result: target slot, start time, success.
 pub(super) type WitnessResult = (usize, Instant, bool);
 
-/// Witness probes (see [`super::failsafe`]): when a target goes down while the fail-safe cannot
+/// Witness probes (see [`probe_core::failsafe`]): when a target goes down while the fail-safe cannot
 /// yet tell its failure from the checker's, a few healthy targets are probed at once; one
 /// success proves the checker's network works, so the removal is written without waiting for
 /// their next scheduled probes.

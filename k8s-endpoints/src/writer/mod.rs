@@ -1,7 +1,8 @@
-//! What a service's healthy set is written to: its v1 Endpoints object (`mode: endpoints`, the
-//! original behaviour) or discovery.k8s.io/v1 EndpointSlices (`mode: endpointslice`), and how a
-//! Service changes hands between the two (this module for Endpoints → slices, `handover.rs`
-//! for slices → Endpoints).
+//! What a service's healthy set is written to: its v1 Endpoints object ([`Mode::Endpoints`],
+//! the original behaviour) or discovery.k8s.io/v1 EndpointSlices ([`Mode::EndpointSlice`]),
+//! and how a Service changes hands between the two (this module for Endpoints → slices,
+//! `handover.rs` for slices → Endpoints). [`ObjectWriter`] is the unit a daemon calls per
+//! service; [`ServerPolicy`] is what the cluster's version allows.
 
 mod handover;
 
@@ -10,16 +11,81 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use k8s_endpoints::client::{ReconcileMode, reconcile, reconcile_slices};
-use k8s_endpoints::slices::SliceRenderer;
-use k8s_endpoints::{
-    Client, ManagedBy, ReconcileAction, Renderer, ServiceInfo, apply_to_live, check_instance, diff,
-    managed_by, mark_skip_mirror,
+use crate::client::{ReconcileMode, reconcile, reconcile_slices};
+use crate::slices::SliceRenderer;
+use crate::{
+    Client, ManagedBy, NotReadyPolicy, ReconcileAction, Renderer, ServiceInfo, apply_to_live,
+    check_instance, diff, managed_by, mark_skip_mirror,
 };
 
-use crate::apiserver::ServerPolicy;
-use crate::config::Mode;
 use handover::HandOver;
+
+/// What a Service's healthy set is written to (`mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// v1 Endpoints objects (the original behaviour).
+    #[default]
+    Endpoints,
+    /// discovery.k8s.io/v1 EndpointSlices.
+    EndpointSlice,
+}
+
+/// What the cluster's version allows, read once from `/version`. An unknown version (the
+/// request failed) allows everything: the configured behaviour is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerPolicy {
+    /// `notReadyAddresses` may be written (SPEC §5.4): before 1.22 kube-proxy mirrored them
+    /// into EndpointSlices as ready (kubernetes#102683), so `not_ready: keep` falls back to
+    /// `drop` there, with a warning.
+    pub not_ready_addresses: bool,
+    /// The server keeps EndpointSlice `serving` and `terminating` (SPEC §9): before 1.22 it
+    /// drops them, so slices carry `ready` only and compare equal to what is stored.
+    pub slice_serving_terminating: bool,
+}
+
+impl Default for ServerPolicy {
+    fn default() -> Self {
+        Self {
+            not_ready_addresses: true,
+            slice_serving_terminating: true,
+        }
+    }
+}
+
+impl ServerPolicy {
+    /// The policy to use for a service's `not_ready`.
+    pub fn not_ready(self, configured: NotReadyPolicy) -> NotReadyPolicy {
+        if self.not_ready_addresses {
+            configured
+        } else {
+            NotReadyPolicy::Drop
+        }
+    }
+
+    /// Reads the ApiServer's version once and says what it allows.
+    pub async fn read(client: &Client) -> ServerPolicy {
+        match client.server_version().await {
+            Ok(v) => {
+                let policy = ServerPolicy {
+                    not_ready_addresses: v.not_ready_addresses_safe() != Some(false),
+                    slice_serving_terminating: v.keeps_slice_serving_terminating() != Some(false),
+                };
+                if !policy.not_ready_addresses {
+                    tracing::warn!(
+                        version = %v,
+                        "ApiServer older than 1.22: failing targets are dropped instead of being \
+                         written as notReadyAddresses (kubernetes#102683)"
+                    );
+                }
+                policy
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the ApiServer version; keeping not_ready as configured");
+                ServerPolicy::default()
+            }
+        }
+    }
+}
 
 /// The outcome of one reconcile, whatever was written.
 #[derive(Debug, Clone)]
@@ -51,10 +117,7 @@ pub struct UnmatchedPorts {
 
 impl UnmatchedPorts {
     /// The ports of `configured` that `service` has no port for, if any.
-    pub fn check(
-        service: &ServiceInfo,
-        configured: &[k8s_endpoints::EndpointPort],
-    ) -> Option<Self> {
+    pub fn check(service: &ServiceInfo, configured: &[crate::EndpointPort]) -> Option<Self> {
         let ports = service.unmatched_ports(configured);
         (!ports.is_empty()).then(|| UnmatchedPorts {
             service: format!("{}/{}", service.namespace, service.name),
@@ -112,11 +175,7 @@ impl ObjectWriter {
     ///
     /// # Errors
     /// When the EndpointSlice renderer rejects the ports or names.
-    pub fn new(
-        renderer: Renderer,
-        mode: Mode,
-        server: ServerPolicy,
-    ) -> Result<Self, k8s_endpoints::Error> {
+    pub fn new(renderer: Renderer, mode: Mode, server: ServerPolicy) -> Result<Self, crate::Error> {
         let slice_renderer = || {
             SliceRenderer::from_renderer(&renderer)
                 .map(|r| r.with_serving_terminating(server.slice_serving_terminating))
@@ -162,7 +221,7 @@ impl ObjectWriter {
         ready: &[IpAddr],
         not_ready: &[IpAddr],
         mode: ReconcileMode,
-    ) -> Result<WriteOutcome, k8s_endpoints::Error> {
+    ) -> Result<WriteOutcome, crate::Error> {
         match &self.slices {
             None => {
                 // Slices → Endpoints: epcheck's slices first made current, then the Endpoints
@@ -176,7 +235,7 @@ impl ObjectWriter {
                     Some(h) => h.prepare(client, ready, not_ready).await,
                     None => Ok(false),
                 };
-                if let Err(e @ k8s_endpoints::Error::OtherInstance { .. }) = prepared {
+                if let Err(e @ crate::Error::OtherInstance { .. }) = prepared {
                     return Err(e);
                 }
                 let o = reconcile(client, &self.renderer, ready, not_ready, mode).await?;
@@ -225,7 +284,7 @@ impl ObjectWriter {
         client: &Client,
         ready: &[IpAddr],
         not_ready: &[IpAddr],
-    ) -> Result<(), k8s_endpoints::Error> {
+    ) -> Result<(), crate::Error> {
         let live = match client.get_endpoints(self.namespace(), self.name()).await? {
             Some(live) if managed_by(&live) == ManagedBy::Epcheck => {
                 // Another instance's Endpoints object would be mirrored beside these slices.

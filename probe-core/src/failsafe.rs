@@ -16,7 +16,9 @@
 //!    while a checker-side outage is held from its first failure.
 //!
 //! Both rules apply only when the fail-safe is on (`failsafe.mode: hold`) and at least
-//! `min_targets` targets are probed; with fewer, every transition is written at once.
+//! `min_targets` targets are probed; with fewer, every transition is written at once. The
+//! daemon feeds [`FailSafe`] as results arrive; a single round (`epcheck once`) asks
+//! [`FailSafe::holds_after_round`], the same rule.
 
 use tokio::time::Instant;
 
@@ -94,6 +96,24 @@ impl FailSafe {
     /// Whether the canary is what holds.
     pub fn canary_failing(&self) -> bool {
         self.enabled && self.canary_ok == Some(false)
+    }
+
+    /// Rule 1 over one round of results (`once`, `plan`, `khcheck`): whether every write is
+    /// held after probing each probed target once, `true` meaning up. Targets that are not
+    /// probed (static membership) are left out by the caller.
+    pub fn holds_after_round(
+        enabled: bool,
+        min_targets: usize,
+        results: impl IntoIterator<Item = bool>,
+    ) -> bool {
+        let mut fs = FailSafe::new(enabled, min_targets, 0);
+        let now = Instant::now();
+        for up in results {
+            fs.latest.push(None);
+            let i = fs.latest.len() - 1;
+            fs.observe(i, up, now);
+        }
+        fs.holds()
     }
 
     /// Whether a target whose failures began with a probe started at `failing_since` may be
@@ -183,5 +203,22 @@ mod tests {
         assert!(fs.canary_failing());
         fs.observe_canary(true);
         assert!(!fs.holds());
+    }
+
+    #[test]
+    fn one_round_holds_only_when_enough_targets_all_failed() {
+        let holds =
+            |enabled, min, r: &[bool]| FailSafe::holds_after_round(enabled, min, r.iter().copied());
+        assert!(holds(true, 3, &[false, false, false]));
+        assert!(
+            !holds(true, 3, &[false, true, false]),
+            "one success releases"
+        );
+        assert!(!holds(true, 4, &[false, false, false]), "too few targets");
+        assert!(!holds(false, 1, &[false, false]), "off");
+        assert!(
+            !holds(true, 0, &[]),
+            "nothing probed is not everything failing"
+        );
     }
 }

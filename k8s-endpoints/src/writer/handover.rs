@@ -12,7 +12,7 @@
 //!    epcheck's slices to the current health, so what kube-proxy reads is right while both
 //!    kinds of slices exist.
 //! 2. The caller writes the Endpoints object with the current health and without the
-//!    skip-mirror label ([`apply_to_live`](k8s_endpoints::apply_to_live) drops it); the
+//!    skip-mirror label ([`apply_to_live`](crate::apply_to_live) drops it); the
 //!    mirroring controller then makes its slices from it.
 //! 3. [`HandOver::finish`]: list again and delete epcheck's slices once the mirroring
 //!    controller's slices show exactly the ready backends: deleting then loses no ready
@@ -30,12 +30,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
-use k8s_endpoints::client::{ApiErrorKind, ReconcileMode, reconcile_slices};
-use k8s_endpoints::slices::{
+use crate::client::{ApiErrorKind, ReconcileMode, reconcile_slices};
+use crate::slices::{
     EndpointSlice, MIRRORING_MANAGED_BY_VALUE, SLICE_MANAGED_BY_LABEL, SliceRenderer,
     is_epcheck_slice,
 };
-use k8s_endpoints::{Client, Error, check_instance};
+use crate::{Client, Error, check_instance};
 
 /// Not listed yet.
 const UNKNOWN: u8 = 0;
