@@ -166,8 +166,8 @@ async fn main() -> anyhow::Result<()> {
         api.url()
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(epcheck::daemon::run(
-        loaded.config,
+    let daemon = tokio::spawn(k8s_endpoints::daemon::run(
+        loaded.config.daemon_spec(),
         store,
         client,
         async move {

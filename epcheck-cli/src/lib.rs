@@ -21,18 +21,17 @@ pub mod apiserver;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod daemon;
 pub mod khcheck;
 pub mod leader;
 pub mod logging;
 pub mod manifests;
 pub mod metrics;
 pub mod notify;
+pub mod observers;
 pub mod report;
 pub mod round;
 pub mod server;
 pub mod store;
-pub mod time;
 
 use std::fmt;
 

@@ -2,7 +2,7 @@
 //! [epcheck] that keeps the Endpoints of selector-less Services equal to the set of healthy
 //! backends.
 //!
-//! This crate knows nothing of probing or Redis. Its offline half is:
+//! Its client and reconciler know nothing of probing or Redis. Its offline half is:
 //!
 //! * [`token`] — where the bearer token comes from (`token_file`) and reading it as a secret;
 //! * [`path`] — the `endpointapi` template (`/api/v1/namespaces/myNameSpaces/endpoints/myEndPoints`)
@@ -20,7 +20,21 @@
 //! The online half, [`client`], builds on these: [`ClientConfig`] (base URL or the in-cluster
 //! environment, TLS, token and CA reload), [`Client`] (get/replace/create Endpoints, get a
 //! Service, `/version`, with typed [`ApiError`]s and bounded retries) and
-//! [`reconcile()`](client::reconcile()), the unit the daemon calls for one service.
+//! [`reconcile()`](client::reconcile()). [`writer`] chooses what a service is written to
+//! (Endpoints or slices, skip-mirror, the hand-over between the two, what the server's version
+//! allows); [`instance`] keeps two epcheck deployments off each other's objects; [`election`]
+//! elects one writer among replicas.
+//!
+//! [`daemon`] ties it all together with probing ([probe-core]) and a state store
+//! ([state-store]'s trait), from a typed [`DaemonSpec`](daemon::DaemonSpec):
+//!
+//! ```text
+//!  DaemonSpec ─► targets ─► probe ─► health (rise/fall, fail-safe) ─► reconcile ─► ApiServer
+//!                                                                         └──────► StateStore
+//!  observers (metrics, notifications, /status, yours) see every step on the side
+//! ```
+//!
+//! `examples/keep_endpoints.rs` runs that whole job in under 80 lines.
 //!
 //! # Example
 //!
@@ -70,9 +84,12 @@
 //! ```
 //!
 //! [epcheck]: https://github.com/epcheck/epcheck
+//! [probe-core]: https://docs.rs/probe-core
+//! [state-store]: https://docs.rs/state-store
 
 pub mod client;
 pub mod codec;
+pub mod daemon;
 pub mod diff;
 pub mod election;
 pub mod error;
@@ -80,6 +97,7 @@ pub mod instance;
 pub mod path;
 pub mod render;
 pub mod slices;
+pub mod time;
 pub mod token;
 pub mod types;
 pub mod writer;

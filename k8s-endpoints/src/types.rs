@@ -282,6 +282,15 @@ pub struct EndpointPort {
 }
 
 impl EndpointPort {
+    /// An unnamed TCP port.
+    pub fn tcp(port: u16) -> Self {
+        EndpointPort {
+            port: i32::from(port),
+            protocol: Some("TCP".to_owned()),
+            ..EndpointPort::default()
+        }
+    }
+
     /// The protocol, `TCP` when absent (the ApiServer's default).
     pub fn protocol_or_default(&self) -> &str {
         self.protocol.as_deref().unwrap_or("TCP")

@@ -10,8 +10,11 @@ use tokio::sync::watch;
 
 use crate::apiserver::client_config;
 use crate::config::{Environment, Loaded, load};
-use crate::daemon::{DaemonOptions, Telemetry};
-use crate::server::{HttpState, serve};
+use k8s_endpoints::daemon::{Daemon, StatusSnapshot};
+
+use crate::metrics::Metrics;
+use crate::observers::{MetricsObserver, NotifyObserver, ServerObserver};
+use crate::server::{HttpState, Readiness, serve};
 use crate::store::{Connect, open};
 
 /// Runs the daemon until `shutdown` resolves; returns exit code 0 after a clean shutdown.
@@ -26,11 +29,11 @@ pub async fn run(
         tracing::warn!("{}", w.display_with(path));
     }
     drop(warnings);
-    let mut telemetry = Telemetry::new();
+    let metrics = Metrics::new();
     let mut registry = Registry::default();
-    telemetry.metrics.register(&mut registry);
-    let metrics = telemetry.metrics.clone();
-    let observer: crate::notify::Observer = Arc::new(move |stats, delivery| {
+    metrics.register(&mut registry);
+    let delivered = metrics.clone();
+    let on_delivery: crate::notify::Observer = Arc::new(move |stats, delivery| {
         use crate::metrics::{Channel, Delivery};
         let channel = if stats.kind == "script" {
             Channel::Script
@@ -42,27 +45,29 @@ pub async fn run(
             crate::notify::Delivery::Failed => Delivery::Failed,
             crate::notify::Delivery::Dropped => Delivery::Dropped,
         };
-        metrics.notification(channel, result);
+        delivered.notification(channel, result);
     });
-    telemetry.notifier = Arc::new(crate::notify::Notifier::new(
+    let notifier = Arc::new(crate::notify::Notifier::new(
         &config.notify,
         crate::notify::NotifyOptions {
-            observer: Some(observer),
+            observer: Some(on_delivery),
             ..Default::default()
         },
     )?);
     let client = k8s_endpoints::Client::with_observer(
         client_config(&config, cwd, env)?,
-        telemetry.metrics.apiserver_observer(),
+        metrics.apiserver_observer(),
     )?;
     let store = open(&config, Connect::Lazy).await?;
     let election = crate::leader::start_election(&config, &client, env, cwd).await?;
-    if config.leader_election.enabled {
+    let identity = config.leader_election.enabled.then(|| {
         tracing::info!(identity = election.identity(), backend = ?election.kind(), "leader election on");
-        telemetry.identity = Some(election.identity().to_string());
-    }
-    telemetry.leadership = election.subscribe();
-    telemetry.metrics.set_leader(election.is_leader());
+        election.identity().to_string()
+    });
+    metrics.set_leader(election.is_leader());
+    let readiness = Readiness::new();
+    readiness.set_config_loaded();
+    let (status_tx, status_rx) = watch::channel(Arc::new(StatusSnapshot::default()));
 
     // One shutdown signal, fanned out to the HTTP server and the daemon.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -90,11 +95,7 @@ pub async fn run(
             } else {
                 tracing::info!(addr = %bound, "metrics and health server listening");
             }
-            let state = HttpState::new(
-                Arc::new(registry),
-                telemetry.readiness.clone(),
-                Arc::new(telemetry.status.subscribe()),
-            );
+            let state = HttpState::new(Arc::new(registry), readiness.clone(), Arc::new(status_rx));
             Some(tokio::spawn(serve(
                 listener,
                 state,
@@ -103,9 +104,13 @@ pub async fn run(
         }
         None => None,
     };
-    let options = DaemonOptions::for_config(&config);
-    let daemon =
-        crate::daemon::run_with(config, store, client, options, telemetry, stopped(stop_rx));
+    let daemon = Daemon::new(config.daemon_spec(), store, client)
+        .leadership(election.subscribe(), identity)
+        .observe(Arc::new(MetricsObserver::new(metrics)))
+        .observe(Arc::new(NotifyObserver::new(notifier)))
+        .observe(Arc::new(ServerObserver::new(readiness, status_tx)));
+    drop(config);
+    let daemon = daemon.run(stopped(stop_rx));
     tokio::pin!(daemon);
     tokio::select! {
         () = &mut daemon => {}

@@ -134,6 +134,49 @@ impl Config {
         .map(|r| r.with_instance(&self.instance))
     }
 
+    /// The daemon's typed spec for this config (probe concurrency capped by the open-file
+    /// limit, which this raises as far as allowed).
+    pub fn daemon_spec(&self) -> k8s_endpoints::daemon::DaemonSpec {
+        use k8s_endpoints::daemon::{DaemonSpec, FailsafeSpec, ServiceSpec};
+        let services = self
+            .services
+            .iter()
+            .map(|s| ServiceSpec {
+                key: s.key.clone(),
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                ports: s.ports.clone(),
+                not_ready: s.not_ready,
+                check: s.probe.check.clone(),
+                schedule: probe_core::ScheduleOptions {
+                    interval: s.probe.interval,
+                    fast_interval: s.probe.fast_interval,
+                    jitter: s.probe.jitter,
+                    timeout: s.probe.timeout,
+                },
+                rise: s.probe.rise,
+                fall: s.probe.fall,
+                targets: crate::round::service_targets(s),
+            })
+            .collect();
+        let mut spec = DaemonSpec::new(self.endpoint_template.clone(), services);
+        spec.mode = self.mode;
+        spec.instance = self.instance.clone();
+        spec.prune = self.prune;
+        spec.interval = self.interval;
+        spec.timeout = self.timeout;
+        spec.fast_interval = self.probe.fast_interval;
+        spec.jitter = self.probe.jitter;
+        spec.concurrency = crate::effective_concurrency(self.concurrency);
+        spec.resync_interval = self.resync_interval;
+        spec.failsafe = FailsafeSpec {
+            hold: self.failsafe.mode == FailsafeMode::Hold,
+            min_targets: self.failsafe.min_targets,
+            canary: self.failsafe.canary,
+        };
+        spec
+    }
+
     /// The namespaces of the configured Services: the only ones epcheck writes to.
     pub fn namespaces(&self) -> std::collections::BTreeSet<String> {
         self.services.iter().map(|s| s.namespace.clone()).collect()

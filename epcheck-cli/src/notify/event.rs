@@ -253,7 +253,7 @@ fn serialize_time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error
     s.serialize_str(&rfc3339(*t))
 }
 
-pub use crate::time::rfc3339;
+pub use k8s_endpoints::time::rfc3339;
 
 #[cfg(test)]
 mod tests {

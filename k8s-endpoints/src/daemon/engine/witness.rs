@@ -2,6 +2,8 @@
 //! the checker's, a few healthy targets are probed at once; one success proves the checker's
 //! network works, so the removal is written without waiting for their next scheduled probes.
 
+use std::sync::Arc;
+
 use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -51,9 +53,7 @@ impl Engine {
             let check = self
                 .services
                 .get(self.targets.get(i).map_or(0, |s| s.service))
-                .and_then(|s| self.config.service(&s.key))
-                .map(|c| c.probe.check.clone())
-                .unwrap_or_else(Check::tcp);
+                .map_or_else(|| Arc::new(Check::tcp()), |s| s.check.clone());
             tokio::spawn(async move {
                 let started = Instant::now();
                 let outcome = prober.probe(&target, &check).await;

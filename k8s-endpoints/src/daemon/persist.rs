@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use super::observe::Observer;
 
 /// One write.
 #[derive(Debug)]
@@ -48,11 +48,14 @@ const QUEUE: usize = 4096;
 const LOG_EVERY: Duration = Duration::from_secs(30);
 
 impl Persister {
-    /// Starts the writer task.
-    pub fn spawn(store: Arc<dyn StateStore>, metrics: Metrics) -> (Self, JoinHandle<()>) {
+    /// Starts the writer task; each failed write is reported to `observers`.
+    pub fn spawn(
+        store: Arc<dyn StateStore>,
+        observers: Arc<dyn Observer>,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(StoreStats::default());
-        let task = tokio::spawn(writer(store, rx, stats.clone(), metrics));
+        let task = tokio::spawn(writer(store, rx, stats.clone(), observers));
         (Persister { tx, stats }, task)
     }
 
@@ -68,7 +71,7 @@ async fn writer(
     store: Arc<dyn StateStore>,
     mut rx: mpsc::Receiver<Write>,
     stats: Arc<StoreStats>,
-    metrics: Metrics,
+    observers: Arc<dyn Observer>,
 ) {
     let mut last_log: Option<Instant> = None;
     let mut unlogged = 0u64;
@@ -80,7 +83,7 @@ async fn writer(
         };
         if let Err(e) = result {
             stats.errors.fetch_add(1, Ordering::Relaxed);
-            metrics.store_error();
+            observers.store_error();
             unlogged += 1;
             let now = Instant::now();
             if last_log.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
@@ -121,7 +124,10 @@ mod tests {
                 timeout: Duration::from_millis(100),
             })
         });
-        let (p, task) = Persister::spawn(Arc::new(mock), Metrics::new());
+        let (p, task) = Persister::spawn(
+            Arc::new(mock),
+            Arc::new(crate::daemon::Observers::default()),
+        );
         for _ in 0..3 {
             p.write(Write::Targets("svc".into(), vec![]));
         }

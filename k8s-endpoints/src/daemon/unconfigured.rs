@@ -5,13 +5,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_endpoints::client::{PruneAction, Unconfigured};
-use k8s_endpoints::election::LeaderState;
-use k8s_endpoints::{Client, Error};
-use tokio::sync::watch;
+use std::sync::Arc;
 
-use crate::config::Config;
-use crate::metrics::Metrics;
+use super::observe::Observer;
+use super::spec::DaemonSpec;
+use crate::client::{PruneAction, Unconfigured};
+use crate::election::LeaderState;
+use crate::{Client, Error};
+use tokio::sync::watch;
 
 /// What the daemon needs to look for this instance's unconfigured objects.
 pub(super) struct Sweeper {
@@ -22,7 +23,7 @@ pub(super) struct Sweeper {
     prune: bool,
     every: Duration,
     leadership: watch::Receiver<LeaderState>,
-    metrics: Metrics,
+    observers: Arc<dyn Observer>,
     /// Objects already reported (`kind namespace/name`), so each is logged once.
     reported: BTreeSet<String>,
     /// Namespaces whose listing failed and was logged, so a lasting `403` is logged once.
@@ -33,20 +34,24 @@ pub(super) struct Sweeper {
 
 impl Sweeper {
     pub(super) fn new(
-        config: &Config,
+        spec: &DaemonSpec,
         client: Client,
         leadership: watch::Receiver<LeaderState>,
-        metrics: Metrics,
+        observers: Arc<dyn Observer>,
     ) -> Self {
         Sweeper {
             client,
-            instance: config.instance.clone(),
-            namespaces: config.namespaces(),
-            configured: config.service_objects(),
-            prune: config.prune,
-            every: config.resync_interval,
+            instance: spec.instance.clone(),
+            namespaces: spec.services.iter().map(|s| s.namespace.clone()).collect(),
+            configured: spec
+                .services
+                .iter()
+                .map(|s| (s.namespace.clone(), s.name.clone()))
+                .collect(),
+            prune: spec.prune,
+            every: spec.resync_interval,
             leadership,
-            metrics,
+            observers,
             reported: BTreeSet::new(),
             failing: BTreeSet::new(),
             prune_failing: BTreeSet::new(),
@@ -108,7 +113,7 @@ impl Sweeper {
             }
         }
         self.reported = now;
-        self.metrics.set_unconfigured(left.len());
+        self.observers.unconfigured(left.len());
     }
 
     /// Hands `objects` back unless leadership is lost meanwhile; returns those left, each

@@ -1,16 +1,14 @@
-//! What the engine reports: service gauges, service notifications and the `/status` document.
+//! What the engine reports: each service's targets after a change, and the status document.
 
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use probe_core::Health;
 
 use super::Engine;
-use crate::notify::NotifyEvent;
-use crate::server::{ServiceStatus, StatusSnapshot, TargetStatus};
+use crate::daemon::status::{ServiceStatus, StatusSnapshot, TargetStatus};
 
 impl Engine {
-    /// Sets a service's ready/configured gauges from its targets' health, and notifies a change
-    /// of its HEALTHY/DEGRADED/DOWN state once every target's health is known.
+    /// Tells the observers how many of a service's targets are up (and not probed yet).
     pub(super) fn update_service_gauges(&mut self, service: usize) {
         let Some(s) = self.services.get(service) else {
             return;
@@ -26,17 +24,11 @@ impl Engine {
             unknown += usize::from(h == Health::Unknown);
         }
         let total = s.targets.len();
-        s.metrics.set_endpoints(ready, total);
-        if unknown == 0
-            && let Some(event) =
-                self.service_health
-                    .observe(&s.key, ready, total, SystemTime::now())
-        {
-            self.telemetry.notifier.notify(NotifyEvent::Service(event));
-        }
+        self.observers
+            .service_targets(service, &s.key, ready, total, unknown);
     }
 
-    /// Publishes the `/status` document.
+    /// Publishes the status document to the observers.
     pub(super) fn publish_status(&mut self) {
         self.status_dirty = false;
         let services = self
@@ -69,13 +61,13 @@ impl Engine {
                 }
             })
             .collect();
-        let leadership = self.telemetry.leadership.borrow().clone();
-        self.telemetry.status.send_replace(StatusSnapshot {
-            identity: self.telemetry.identity.clone(),
+        let leadership = self.leadership.borrow().clone();
+        self.observers.status(&Arc::new(StatusSnapshot {
+            identity: self.identity.clone(),
             leader: leadership.leader.clone(),
             is_leader: leadership.is_leader,
             failsafe_active: self.holding,
             services,
-        });
+        }));
     }
 }

@@ -7,8 +7,11 @@ use probe_core::{Health, HealthTracker, Target};
 use state_store::{Health as StoredHealth, TargetRecord};
 use tokio::time::Instant;
 
-use crate::metrics::{ServiceMetrics, TargetMetrics};
-use k8s_endpoints::writer::ObjectWriter;
+use std::sync::Arc;
+
+use probe_core::Check;
+
+use crate::writer::ObjectWriter;
 
 /// One target's runtime state.
 #[derive(Debug, Clone)]
@@ -33,8 +36,6 @@ pub struct TargetSlot {
     pub failures: u32,
     /// Index in the fail-safe, `None` for targets that are not probed (`port: 0`).
     pub failsafe_index: Option<usize>,
-    /// Its metric series.
-    pub metrics: TargetMetrics,
 }
 
 impl TargetSlot {
@@ -63,6 +64,8 @@ pub struct ServiceSlot {
     pub key: String,
     /// Renders and writes its objects.
     pub writer: ObjectWriter,
+    /// How its targets are probed (also for witness probes).
+    pub check: Arc<Check>,
     /// Its targets (indices into the target table).
     pub targets: Vec<usize>,
     /// Something changed since the last successful reconcile.
@@ -79,8 +82,6 @@ pub struct ServiceSlot {
     pub awaiting_confirmation: bool,
     /// A resync asks for the live object to be read even if nothing changed here.
     pub force_read: bool,
-    /// Its metric series.
-    pub metrics: ServiceMetrics,
     /// When it was last reconciled successfully.
     pub last_reconcile: Option<SystemTime>,
     /// Why the last reconcile failed.

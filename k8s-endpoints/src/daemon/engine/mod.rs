@@ -6,26 +6,24 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_endpoints::Client;
-use k8s_endpoints::client::{ReconcileMode, RetryDecision, classify};
 use probe_core::backoff::{Backoff, Jitter, RetryPolicy};
 use probe_core::{
     Check, Health, ProbeEvent, Prober, ProberOptions, ScheduleOptions, Scheduler, Target,
 };
 use state_store::{AppliedRecord, StateStore, TransitionEvent};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
+use super::observe::{Observer, StartedService, TargetRef};
 use super::outage::{ApiOutage, OutageLog};
 use super::persist::{Persister, Write};
 use super::table::{ServiceSlot, TargetSlot, restore_tracker, stored};
-use super::{DaemonOptions, Telemetry};
-use crate::apiserver::server_policy;
-use crate::config::Config;
-use crate::notify::{NotifyEvent, ServiceTracker, TargetEvent, should_notify};
-use crate::round::service_targets;
-use k8s_endpoints::writer::{ObjectWriter, WriteOutcome};
+use super::{DaemonOptions, DaemonSpec};
+use crate::Client;
+use crate::client::{ReconcileMode, RetryDecision, classify};
+use crate::election::LeaderState;
+use crate::writer::{ObjectWriter, ServerPolicy, WriteOutcome};
 use probe_core::failsafe::FailSafe;
 
 mod ownership;
@@ -49,17 +47,24 @@ const RECONCILE_RETRY_BASE: Duration = Duration::from_millis(500);
 /// The longest `/status` lags behind the daemon's state.
 const STATUS_EVERY: Duration = Duration::from_millis(100);
 
+/// What the daemon reports to and takes leadership from.
+pub(super) struct Wiring {
+    pub(super) observers: Arc<dyn Observer>,
+    pub(super) leadership: watch::Receiver<LeaderState>,
+    pub(super) identity: Option<String>,
+}
+
 /// The result of one reconcile task.
 struct Done {
     service: usize,
     ready: Vec<IpAddr>,
     not_ready: Vec<IpAddr>,
-    result: Result<WriteOutcome, k8s_endpoints::Error>,
+    result: Result<WriteOutcome, crate::Error>,
 }
 
 /// The daemon's state and loop.
 pub struct Engine {
-    config: Config,
+    spec: DaemonSpec,
     options: DaemonOptions,
     client: Client,
     persister: Persister,
@@ -76,7 +81,11 @@ pub struct Engine {
     reconciles: JoinSet<Done>,
     /// Out-of-schedule probes of healthy targets that confirm a removal quickly.
     witness: Witnesses,
-    telemetry: Telemetry,
+    observers: Arc<dyn Observer>,
+    /// Whether this replica may write (always, without an election).
+    leadership: watch::Receiver<LeaderState>,
+    /// This replica's election identity, for the status document.
+    identity: Option<String>,
     /// Every service's targets have a known state (the first probe cycle is done).
     first_cycle_done: bool,
     /// Targets whose state is still unknown (kept so no event scans every target).
@@ -88,8 +97,6 @@ pub struct Engine {
     status_dirty: bool,
     /// The ApiServer's availability, so that an outage is logged by its changes.
     outage: ApiOutage,
-    /// Each service's last HEALTHY/DEGRADED/DOWN, for service notifications.
-    service_health: ServiceTracker,
     /// The store outlives this process, so target records are worth saving
     /// ([`StateStore::durable`]).
     durable: bool,
@@ -98,59 +105,57 @@ pub struct Engine {
 impl Engine {
     /// Builds the state: restores recent health from the store (so a restart does not flap),
     /// checks the cluster version for the `not_ready` policy, and prepares the scheduler.
-    pub async fn start(
-        mut config: Config,
+    pub(super) async fn start(
+        mut spec: DaemonSpec,
         store: Arc<dyn StateStore>,
         client: Client,
         options: DaemonOptions,
-        telemetry: Telemetry,
+        wiring: Wiring,
     ) -> Engine {
-        let server = server_policy(&client).await;
-        let restore_age = config.interval * 3 + Duration::from_secs(5);
+        let Wiring {
+            observers,
+            leadership,
+            identity,
+        } = wiring;
+        let server = ServerPolicy::read(&client).await;
+        let restore_age = spec.interval * 3 + Duration::from_secs(5);
         // A store that connects in the background (Redis) gets a moment to come up, so a
         // restart restores state instead of starting cold.
         let restore_deadline = Instant::now() + Duration::from_secs(3);
         let now = Instant::now();
         let now_ms = state_store::now_ms();
-        let mut scheduler = Scheduler::new(crate::effective_concurrency(config.concurrency));
+        let mut scheduler = Scheduler::new(spec.concurrency);
         let mut targets = Vec::new();
         let mut services = Vec::new();
         let mut probed = 0usize;
         let mut restored = 0usize;
-        for (s_idx, svc) in config.services.iter().enumerate() {
+        let mut started = Vec::with_capacity(spec.services.len());
+        for svc in &spec.services {
             let records = load_records(store.as_ref(), &svc.key, restore_deadline).await;
-            let writer = match config
+            let writer = match spec
                 .renderer(svc, server.not_ready(svc.not_ready))
-                .and_then(|r| ObjectWriter::new(r, config.mode, server))
+                .and_then(|r| ObjectWriter::new(r, spec.mode, server))
             {
                 Ok(w) => w,
                 Err(e) => {
-                    // Validation builds the same renderer, so a loaded config cannot get here.
+                    // A config file's validation builds the same renderer first.
                     tracing::error!(service = %svc.key, error = %e, "service skipped");
                     continue;
                 }
             };
-            let check = Arc::new(svc.probe.check.clone());
-            let opts = ScheduleOptions {
-                interval: svc.probe.interval,
-                fast_interval: svc.probe.fast_interval,
-                jitter: svc.probe.jitter,
-                timeout: svc.probe.timeout,
-            };
-            let service_metrics = telemetry.metrics.service(&svc.key);
+            let check = Arc::new(svc.check.clone());
+            let opts = svc.schedule;
             let mut slot_ids = Vec::new();
-            for target in service_targets(svc) {
+            let mut view = StartedService {
+                key: svc.key.clone(),
+                targets: Vec::with_capacity(svc.targets.len()),
+            };
+            for target in svc.targets.iter().cloned() {
                 let record = records
                     .iter()
                     .find(|r| *r.name == *target.name && r.ip == target.ip);
-                let (tracker, since) = restore_tracker(
-                    record,
-                    svc.probe.rise,
-                    svc.probe.fall,
-                    restore_age,
-                    now_ms,
-                    now,
-                );
+                let (tracker, since) =
+                    restore_tracker(record, svc.rise, svc.fall, restore_age, now_ms, now);
                 if tracker.state() != Health::Unknown {
                     restored += 1;
                 }
@@ -170,9 +175,8 @@ impl Engine {
                     successes: 0,
                     failures: 0,
                     failsafe_index,
-                    metrics: service_metrics.target(&target.name),
                 };
-                slot.metrics.set_health(slot.health);
+                view.targets.push((target.clone(), slot.health));
                 let id = scheduler.add(target, check.clone(), tracker, opts);
                 debug_assert_eq!(id.index(), targets.len());
                 slot_ids.push(targets.len());
@@ -182,10 +186,11 @@ impl Engine {
                 Ok(Some(a)) => Some((parse_ips(&a.ready), parse_ips(&a.not_ready))),
                 _ => None,
             };
-            let _ = s_idx;
+            started.push(view);
             services.push(ServiceSlot {
                 key: svc.key.clone(),
                 writer,
+                check,
                 targets: slot_ids,
                 dirty: true,
                 due: now,
@@ -194,20 +199,19 @@ impl Engine {
                 applied,
                 awaiting_confirmation: false,
                 force_read: false,
-                metrics: service_metrics,
                 last_reconcile: None,
                 last_error: None,
                 selector_owned: false,
                 ports_warned: false,
             });
         }
-        let canary = config.failsafe.canary.map(|addr| {
+        let canary = spec.failsafe.canary.map(|addr| {
             let target = Target::new("epcheck-canary", "canary", addr.ip(), addr.port());
             let opts = ScheduleOptions {
-                interval: config.interval,
-                fast_interval: config.probe.fast_interval,
+                interval: spec.interval,
+                fast_interval: spec.fast_interval,
                 jitter: 0.0,
-                timeout: config.timeout,
+                timeout: spec.timeout,
             };
             scheduler
                 .add(
@@ -221,57 +225,39 @@ impl Engine {
         if restored > 0 {
             tracing::info!(restored, "restored recent target health from the store");
         }
-        // The tables above hold the targets from here on; the config keeps the settings.
-        for svc in &mut config.services {
+        // The tables above hold the targets from here on; the spec keeps the settings.
+        for svc in &mut spec.services {
             svc.targets = Vec::new();
         }
         let durable = store.durable();
-        let (persister, persist_task) = Persister::spawn(store, telemetry.metrics.clone());
-        let first_cycle_deadline = now
-            + config.interval.mul_f64(1.0 + config.probe.jitter)
-            + config.timeout
-            + Duration::from_secs(1);
+        let (persister, persist_task) = Persister::spawn(store, observers.clone());
+        let first_cycle_deadline =
+            now + spec.interval.mul_f64(1.0 + spec.jitter) + spec.timeout + Duration::from_secs(1);
         let (witness_tx, witness_rx) = mpsc::channel(64);
         let witness = Witnesses {
             prober: Prober::new(ProberOptions {
-                timeout: config.timeout,
+                timeout: spec.timeout,
                 concurrency: WITNESSES * 4,
             }),
             tx: witness_tx,
             rx: witness_rx,
             in_flight: 0,
         };
-        let failsafe = FailSafe::new(
-            config.failsafe.mode == crate::config::FailsafeMode::Hold,
-            config.failsafe.min_targets,
-            probed,
-        );
+        let failsafe = FailSafe::new(spec.failsafe.hold, spec.failsafe.min_targets, probed);
         tracing::info!(
             services = services.len(),
             targets = targets.len(),
-            interval_ms = config.interval.as_millis() as u64,
+            interval_ms = spec.interval.as_millis() as u64,
             "epcheck started"
         );
-        // Restored state is not news: record it without notifying.
-        let mut service_health = ServiceTracker::new();
-        for svc in &services {
-            let health: Vec<Health> = svc
-                .targets
-                .iter()
-                .filter_map(|&i| targets.get(i))
-                .map(|t: &TargetSlot| t.health)
-                .collect();
-            if !health.is_empty() && health.iter().all(|h| *h != Health::Unknown) {
-                let ready = health.iter().filter(|h| **h == Health::Up).count();
-                service_health.restore(&svc.key, ready, health.len());
-            }
-        }
+        // Restored state is not news: observers record it without notifying.
+        observers.started(&started);
         let unknown = targets
             .iter()
             .filter(|t| t.health == Health::Unknown)
             .count();
         Engine {
-            config,
+            spec,
             options,
             client,
             persister,
@@ -285,13 +271,14 @@ impl Engine {
             first_cycle_deadline,
             reconciles: JoinSet::new(),
             witness,
-            telemetry,
+            observers,
+            leadership,
+            identity,
             first_cycle_done: false,
             unknown,
             awaiting: 0,
             status_dirty: false,
             outage: ApiOutage::default(),
-            service_health,
             durable,
         }
     }
@@ -305,7 +292,7 @@ impl Engine {
                 let _ = stop_rx.await;
             }))
         });
-        let mut resync = tokio::time::interval(self.config.resync_interval);
+        let mut resync = tokio::time::interval(self.spec.resync_interval);
         resync.tick().await;
         let mut flush = tokio::time::interval(self.options.flush_interval);
         flush.tick().await;
@@ -329,7 +316,7 @@ impl Engine {
                     }
                 }
                 Some((slot, started, ok)) = self.witness.rx.recv() => self.on_witness(slot, started, ok),
-                Ok(()) = self.telemetry.leadership.changed() => self.on_leadership(),
+                Ok(()) = self.leadership.changed() => self.on_leadership(),
                 Some(done) = self.reconciles.join_next(), if !self.reconciles.is_empty() => match done {
                     Ok(done) => self.on_done(done),
                     // Cancelled on purpose (leadership lost, fail-safe engaged).
@@ -378,8 +365,8 @@ impl Engine {
     /// at once (in-flight writes are cancelled — the election ends a term well before another
     /// replica may take over, so no two replicas write at the same time).
     fn on_leadership(&mut self) {
-        let state = self.telemetry.leadership.borrow_and_update().clone();
-        self.telemetry.metrics.set_leader(state.is_leader);
+        let state = self.leadership.borrow_and_update().clone();
+        self.observers.leadership(&state);
         if state.is_leader {
             tracing::info!("this replica leads: resyncing every service now");
             self.resync();
@@ -395,7 +382,7 @@ impl Engine {
 
     /// Whether this replica may start a write now.
     fn leads(&self) -> bool {
-        self.telemetry.leadership.borrow().leads_at(Instant::now())
+        self.leadership.borrow().leads_at(Instant::now())
     }
 
     /// The earliest time a dirty service may be reconciled.
@@ -424,7 +411,14 @@ impl Engine {
         };
         let was_unknown = slot.health == Health::Unknown;
         let success = ev.outcome.up;
-        slot.metrics.probe(&ev.outcome);
+        self.observers.probed(
+            TargetRef {
+                index: id,
+                service: slot.service,
+                target: &slot.target,
+            },
+            &ev.outcome,
+        );
         slot.last_probe = Some(SystemTime::now());
         slot.last_error = ev.outcome.error.as_ref().map(|e| e.to_string());
         if success {
@@ -445,18 +439,17 @@ impl Engine {
         if let Some(t) = ev.transition {
             slot.health = t.to;
             slot.since = SystemTime::now();
-            slot.metrics.transition(t.to);
+            self.observers.transition(
+                TargetRef {
+                    index: id,
+                    service: slot.service,
+                    target: &slot.target,
+                },
+                &t,
+                slot.last_error.as_deref(),
+            );
             let slot = slot.clone();
             self.on_transition(&slot, t.from);
-            if should_notify(&t) {
-                self.telemetry
-                    .notifier
-                    .notify(NotifyEvent::Target(TargetEvent::new(
-                        &slot.target,
-                        &t,
-                        slot.last_error.clone(),
-                    )));
-            }
             if t.to == Health::Down
                 && slot
                     .failing_since
@@ -469,7 +462,14 @@ impl Engine {
             self.status_dirty = true;
         } else if slot.health == Health::Unknown && ev.health() != Health::Unknown {
             slot.health = ev.health();
-            slot.metrics.set_health(slot.health);
+            self.observers.health(
+                TargetRef {
+                    index: id,
+                    service: slot.service,
+                    target: &slot.target,
+                },
+                slot.health,
+            );
             self.mark_dirty(service);
         }
         if was_unknown
@@ -482,7 +482,7 @@ impl Engine {
         }
         if !self.first_cycle_done && self.unknown == 0 {
             self.first_cycle_done = true;
-            self.telemetry.readiness.set_first_cycle_done();
+            self.observers.first_cycle_done();
             tracing::info!("first probe cycle done");
             for i in 0..self.services.len() {
                 self.update_service_gauges(i);
@@ -553,7 +553,7 @@ impl Engine {
         let holds = self.failsafe.holds();
         if holds != self.holding {
             self.holding = holds;
-            self.telemetry.metrics.set_failsafe_active(holds);
+            self.observers.failsafe(holds);
             if holds {
                 // A reconcile decided before the hold (or retrying after an ApiServer fault)
                 // would otherwise land during it with what was decided earlier.
@@ -748,14 +748,19 @@ impl Engine {
         s.in_flight = false;
         match done.result {
             Ok(outcome) => {
-                ownership::managed(s, outcome.unmatched_ports.as_ref());
+                ownership::managed(
+                    s,
+                    outcome.unmatched_ports.as_ref(),
+                    &*self.observers,
+                    done.service,
+                );
                 s.failures = 0;
                 log_outage(&self.outage.succeeded(Instant::now()), None);
                 let now = SystemTime::now();
-                s.metrics.reconciled(outcome.action, now);
+                self.observers.reconciled(done.service, outcome.action);
                 s.last_reconcile = Some(now);
                 s.last_error = None;
-                self.telemetry.readiness.set_apiserver_ok();
+                self.observers.apiserver_ok();
                 if outcome.action.is_write() {
                     tracing::info!(
                         service = %s.key,
@@ -781,11 +786,11 @@ impl Engine {
             Err(e) if e.is_selector_owned() => {
                 // The ApiServer answered: not part of an outage.
                 log_outage(&self.outage.succeeded(Instant::now()), None);
-                ownership::selector_owned(s, &e);
+                ownership::selector_owned(s, &e, &*self.observers, done.service);
             }
             Err(e) => {
                 s.failures += 1;
-                s.metrics.reconcile_failed();
+                self.observers.reconcile_failed(done.service);
                 let text = e.to_string();
                 let wait = Backoff::new(RetryPolicy {
                     max_attempts: u32::MAX,
