@@ -1,35 +1,21 @@
-//! Leader election for the daemon (SPEC §9): which backend the config asks for, and one
-//! handle, [`Election`], whose `watch::Receiver<LeaderState>` says whether this replica may
-//! write — the same for both backends:
+//! Leader election as the config asks for it (SPEC §9): which backend, and starting it as a
+//! [`k8s_endpoints::election::Election`], whose `watch::Receiver<LeaderState>` says whether
+//! this replica may write — the same for both backends:
 //!
 //! * `backend: lease` — [`k8s_endpoints::election::LeaderElector`] on a
 //!   `coordination.k8s.io/v1` Lease, through the daemon's ApiServer [`Client`];
-//! * `backend: redis` — [`TtlElector`] on the lock key `<prefix>lock:<name>`
-//!   ([`RedisTtlLock`]): `SET NX PX lease_duration`, renewed by its holder (a compare-and-set
-//!   script) every `retry_period`, released the same way on shutdown. The key expires on
-//!   Redis's clock, so no two hosts' clocks are compared.
+//! * `backend: redis` — [`k8s_endpoints::election::TtlElector`] on the lock key
+//!   `<prefix>lock:<name>` ([`RedisTtlLock`]).
 //!
 //! In both, a leader that has not renewed within `renew_deadline` of the start of its last
 //! successful renewal stops leading at once, by a timer, even while a renewal hangs — before
 //! the lock can expire for anyone else (`renew_deadline < lease_duration`).
-//!
-//! The daemon calls [`start_election`] once, checks [`LeaderState::leads_at`] right before
-//! every write (or [`Election::is_leader`]), and on shutdown stops writing first and then calls
-//! [`Election::shutdown`], which releases the lock so another replica takes over within about
-//! one `retry_period`.
 
 use std::path::Path;
-use std::time::Duration;
 
-use k8s_endpoints::election::{
-    ElectionConfig, LeaderElector, LeaderState, LeaseLock, RELEASE_TIMEOUT, TtlElector, TtlLock,
-    identity, lease_namespace,
-};
+use k8s_endpoints::election::{Election, ElectionConfig, RedisTtlLock, identity, lease_namespace};
 use k8s_endpoints::{Client, TokenLocation};
-use state_store::{RedisLock, RedisStore};
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
-use tokio::time::{Instant, timeout};
+use state_store::RedisStore;
 
 use crate::config::{Config, Environment, LeaderBackend};
 use crate::store::redis_options;
@@ -106,75 +92,6 @@ pub fn election_config(config: &Config, identity: &str) -> ElectionConfig {
     }
 }
 
-/// A running election (or none, when disabled): the leadership channel and the task.
-#[derive(Debug)]
-pub struct Election {
-    identity: String,
-    kind: LeaderBackendKind,
-    state: watch::Receiver<LeaderState>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-    /// Keeps a standalone channel open, so `changed()` waits instead of failing.
-    _standalone: Option<watch::Sender<LeaderState>>,
-}
-
-impl Election {
-    /// No election: always leader.
-    pub fn standalone(identity: impl Into<String>) -> Self {
-        let identity = identity.into();
-        let (tx, state) = watch::channel(LeaderState::standalone(identity.clone()));
-        Self {
-            identity,
-            kind: LeaderBackendKind::Disabled,
-            state,
-            stop: None,
-            task: None,
-            _standalone: Some(tx),
-        }
-    }
-
-    /// This replica's identity.
-    pub fn identity(&self) -> &str {
-        &self.identity
-    }
-
-    /// The backend.
-    pub fn kind(&self) -> &LeaderBackendKind {
-        &self.kind
-    }
-
-    /// A receiver of the leadership state.
-    pub fn subscribe(&self) -> watch::Receiver<LeaderState> {
-        self.state.clone()
-    }
-
-    /// Whether this replica may write now.
-    pub fn is_leader(&self) -> bool {
-        self.state.borrow().leads_at(Instant::now())
-    }
-
-    /// Stops the election: `is_leader` turns false, then a held lock is released (bounded by
-    /// [`RELEASE_TIMEOUT`]). Call it after the daemon stopped writing. Dropping the handle
-    /// does the same in the background.
-    pub async fn shutdown(mut self) {
-        drop(self.stop.take());
-        if let Some(mut task) = self.task.take()
-            && timeout(RELEASE_TIMEOUT + Duration::from_secs(1), &mut task)
-                .await
-                .is_err()
-        {
-            task.abort();
-        }
-    }
-
-    /// Stops at once without releasing (the lock expires by itself), as if the process died.
-    pub fn abort(mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
 /// Starts the election `config` asks for; `client` is used for a Lease, `env` and `cwd` for
 /// the identity and the Lease's namespace. Must be called within a tokio runtime.
 ///
@@ -187,88 +104,33 @@ pub async fn start_election(
     env: &dyn Environment,
     cwd: &Path,
 ) -> Result<Election, LeaderError> {
-    let kind = backend_kind(config, env, cwd);
     let id = identity(&|k| env.var(k));
     let settings = election_config(config, &id);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shutdown = async move {
-        let _ = stopped.await;
-    };
-    let (state, task) = match &kind {
-        LeaderBackendKind::Disabled => return Ok(Election::standalone(id)),
+    Ok(match backend_kind(config, env, cwd) {
+        LeaderBackendKind::Disabled => Election::standalone(id),
         LeaderBackendKind::Lease { namespace, name } => {
-            let lock = LeaseLock::new(client.clone(), namespace, name, &id)?;
-            let elector = LeaderElector::new(lock, settings)?;
-            (elector.subscribe(), tokio::spawn(elector.run(shutdown)))
+            Election::lease(client, &namespace, &name, settings)?
         }
         LeaderBackendKind::Redis { name } => {
             let redis = config.redis.as_ref().ok_or(LeaderError::NoRedis)?;
             let store = RedisStore::new_lazy(redis_options(redis))
                 .await
                 .map_err(LeaderError::Redis)?;
-            let elector = TtlElector::new(RedisTtlLock(store.lock(name)), settings)?;
-            (elector.subscribe(), tokio::spawn(elector.run(shutdown)))
+            Election::ttl_lock(RedisTtlLock(store.lock(&name)), settings)?
         }
-    };
-    Ok(Election {
-        identity: id,
-        kind,
-        state,
-        stop: Some(stop),
-        task: Some(task),
-        _standalone: None,
     })
-}
-
-/// [`RedisLock`] as the [`TtlLock`] of a [`TtlElector`]: `SET NX PX` to take it, Lua
-/// compare-and-set scripts to renew and release it, so only the holder does either.
-#[derive(Debug, Clone)]
-pub struct RedisTtlLock(pub RedisLock);
-
-impl RedisTtlLock {
-    fn fail(&self, op: &str, e: state_store::Error) -> k8s_endpoints::Error {
-        k8s_endpoints::Error::Lock {
-            lock: self.describe(),
-            problem: format!("{op} failed"),
-            source: Some(Box::new(e)),
-        }
-    }
-}
-
-impl TtlLock for RedisTtlLock {
-    async fn acquire(&self, identity: &str, ttl: Duration) -> Result<bool, k8s_endpoints::Error> {
-        let r = self.0.try_acquire(identity, ttl).await;
-        r.map_err(|e| self.fail("SET NX", e))
-    }
-
-    async fn renew(&self, identity: &str, ttl: Duration) -> Result<bool, k8s_endpoints::Error> {
-        let r = self.0.renew(identity, ttl).await;
-        r.map_err(|e| self.fail("renew", e))
-    }
-
-    async fn release(&self, identity: &str) -> Result<bool, k8s_endpoints::Error> {
-        let r = self.0.release(identity).await;
-        r.map_err(|e| self.fail("release", e))
-    }
-
-    async fn holder(&self) -> Result<Option<String>, k8s_endpoints::Error> {
-        let r = self.0.holder().await;
-        r.map_err(|e| self.fail("GET", e))
-    }
-
-    fn describe(&self) -> String {
-        format!("Redis key {}", self.0.key())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use std::collections::HashMap;
+    use std::time::Duration;
 
     use fixtures::apiserver::{ApiServer, Permissions, Resource};
     use fixtures::redis::RedisServer;
     use state_store::RedisOptions;
+    use tokio::time::Instant;
 
     use super::*;
 
@@ -375,22 +237,7 @@ mod tests {
             retry_period: RETRY,
             ..ElectionConfig::new(id)
         };
-        let elector = TtlElector::new(RedisTtlLock(store.lock("epcheck")), settings).unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let state = elector.subscribe();
-        let run = elector.run(async move {
-            let _ = stopped.await;
-        });
-        Election {
-            identity: id.into(),
-            kind: LeaderBackendKind::Redis {
-                name: "epcheck".into(),
-            },
-            state,
-            stop: Some(stop),
-            task: Some(tokio::spawn(run)),
-            _standalone: None,
-        }
+        Election::ttl_lock(RedisTtlLock(store.lock("epcheck")), settings).unwrap()
     }
 
     /// The leader's index, polling every 20 ms up to `within`; never two at once.

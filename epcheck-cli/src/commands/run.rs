@@ -61,7 +61,8 @@ pub async fn run(
     let store = open(&config, Connect::Lazy).await?;
     let election = crate::leader::start_election(&config, &client, env, cwd).await?;
     let identity = config.leader_election.enabled.then(|| {
-        tracing::info!(identity = election.identity(), backend = ?election.kind(), "leader election on");
+        let backend = crate::leader::backend_kind(&config, env, cwd);
+        tracing::info!(identity = election.identity(), backend = ?backend, "leader election on");
         election.identity().to_string()
     });
     metrics.set_leader(election.is_leader());

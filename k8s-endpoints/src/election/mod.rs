@@ -23,6 +23,8 @@
 //! * [`TtlElector`] — the same rules and output over a [`TtlLock`], a key that expires by
 //!   itself on its server's clock (`SET NX PX` on Redis), renewed and released only by its
 //!   holder.
+//! * [`Election`] — a running election as one handle (or none: always leading), whatever the
+//!   lock; `RedisTtlLock` (feature `redis`) is a Redis key as a [`TtlLock`].
 //! * [`identity()`] (`POD_NAME` or the hostname, plus a random suffix) and
 //!   [`lease_namespace`] (`POD_NAMESPACE`, the service-account `namespace` file, `default`).
 //!
@@ -38,10 +40,13 @@
 mod config;
 mod core;
 mod elector;
+mod handle;
 mod identity;
 mod lease_lock;
 mod microtime;
 mod record;
+#[cfg(feature = "redis")]
+mod redis_lock;
 mod ttl;
 
 pub use config::{
@@ -50,8 +55,11 @@ pub use config::{
 };
 pub use core::{Decision, ElectionCore, Observation};
 pub use elector::{LeaderElector, LeaderState, StatePublisher, term_timer};
+pub use handle::Election;
 pub use identity::{NAMESPACE_FILE, identity, lease_namespace};
 pub use lease_lock::LeaseLock;
 pub use microtime::{MicroTime, MicroTimeError};
 pub use record::{LeaderRecord, Lock, Version};
+#[cfg(feature = "redis")]
+pub use redis_lock::RedisTtlLock;
 pub use ttl::{TtlElector, TtlLock};
