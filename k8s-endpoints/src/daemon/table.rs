@@ -1,7 +1,7 @@
 //! What the daemon knows about each target and service between probes.
 
 use std::net::IpAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use probe_core::{Health, HealthTracker, Target};
 use state_store::{Health as StoredHealth, TargetRecord};
@@ -9,9 +9,12 @@ use tokio::time::Instant;
 
 use std::sync::Arc;
 
-use probe_core::Check;
+use probe_core::{Check, Scheduler};
+use state_store::StateStore;
 
-use crate::writer::ObjectWriter;
+use super::observe::StartedService;
+use super::spec::DaemonSpec;
+use crate::writer::{ObjectWriter, ServerPolicy};
 
 /// One target's runtime state.
 #[derive(Debug, Clone)]
@@ -129,6 +132,169 @@ pub fn restore_tracker(
         HealthTracker::restore(rise, fall, health, since),
         Some(state_store::from_unix_ms(r.since)),
     )
+}
+
+/// The target and service tables built from a spec, with recent health restored from the
+/// store (so a restart does not flap).
+pub(crate) struct Tables {
+    /// Every target, in service order; the index is the scheduler's id.
+    pub targets: Vec<TargetSlot>,
+    /// Every service whose object can be rendered.
+    pub services: Vec<ServiceSlot>,
+    /// What the observers are told at start-up.
+    pub started: Vec<StartedService>,
+    /// How many targets are probed (not static), for the fail-safe.
+    pub probed: usize,
+}
+
+impl Tables {
+    /// Builds the tables and adds every target to `scheduler`.
+    pub(crate) async fn build(
+        spec: &DaemonSpec,
+        store: &dyn StateStore,
+        server: ServerPolicy,
+        scheduler: &mut Scheduler,
+        now: Instant,
+    ) -> Tables {
+        let restore_age = spec.interval * 3 + Duration::from_secs(5);
+        // A store that connects in the background (Redis) gets a moment to come up, so a
+        // restart restores state instead of starting cold.
+        let restore_deadline = now + Duration::from_secs(3);
+        let now_ms = state_store::now_ms();
+        let mut t = Tables {
+            targets: Vec::new(),
+            services: Vec::new(),
+            started: Vec::with_capacity(spec.services.len()),
+            probed: 0,
+        };
+        let mut restored = 0usize;
+        for svc in &spec.services {
+            let writer = match spec
+                .renderer(svc, server.not_ready(svc.not_ready))
+                .and_then(|r| ObjectWriter::new(r, spec.mode, server))
+            {
+                Ok(w) => w,
+                Err(e) => {
+                    // A config file's validation builds the same renderer first.
+                    tracing::error!(service = %svc.key, error = %e, "service skipped");
+                    continue;
+                }
+            };
+            let records = load_records(store, &svc.key, restore_deadline).await;
+            let check = Arc::new(svc.check.clone());
+            let mut slot_ids = Vec::with_capacity(svc.targets.len());
+            let mut view = StartedService {
+                key: svc.key.clone(),
+                targets: Vec::with_capacity(svc.targets.len()),
+            };
+            for target in &svc.targets {
+                let record = records
+                    .iter()
+                    .find(|r| *r.name == *target.name && r.ip == target.ip);
+                let (tracker, since) =
+                    restore_tracker(record, svc.rise, svc.fall, restore_age, now_ms, now);
+                restored += usize::from(tracker.state() != Health::Unknown);
+                let failsafe_index = (!matches!(*check, Check::Static)).then(|| {
+                    t.probed += 1;
+                    t.probed - 1
+                });
+                let slot = TargetSlot {
+                    service: t.services.len(),
+                    target: target.clone(),
+                    health: tracker.state(),
+                    since: since.unwrap_or_else(SystemTime::now),
+                    failing_since: None,
+                    last_error: record.and_then(|r| r.last_error.clone()),
+                    last_probe: None,
+                    successes: 0,
+                    failures: 0,
+                    failsafe_index,
+                };
+                view.targets.push((target.clone(), slot.health));
+                let id = scheduler.add(target.clone(), check.clone(), tracker, svc.schedule);
+                debug_assert_eq!(id.index(), t.targets.len());
+                slot_ids.push(t.targets.len());
+                t.targets.push(slot);
+            }
+            let applied = match store.load_applied(&svc.key).await {
+                Ok(Some(a)) => Some((parse_ips(&a.ready), parse_ips(&a.not_ready))),
+                _ => None,
+            };
+            t.started.push(view);
+            t.services.push(ServiceSlot::new(
+                svc.key.clone(),
+                writer,
+                check,
+                slot_ids,
+                applied,
+                now,
+            ));
+        }
+        if restored > 0 {
+            tracing::info!(restored, "restored recent target health from the store");
+        }
+        t
+    }
+}
+
+impl ServiceSlot {
+    /// A service due for its first reconcile at `now`.
+    fn new(
+        key: String,
+        writer: ObjectWriter,
+        check: Arc<Check>,
+        targets: Vec<usize>,
+        applied: Option<(Vec<IpAddr>, Vec<IpAddr>)>,
+        now: Instant,
+    ) -> Self {
+        ServiceSlot {
+            key,
+            writer,
+            check,
+            targets,
+            dirty: true,
+            due: now,
+            in_flight: false,
+            failures: 0,
+            applied,
+            awaiting_confirmation: false,
+            force_read: false,
+            last_reconcile: None,
+            last_error: None,
+            selector_owned: false,
+            ports_warned: false,
+        }
+    }
+}
+
+/// The stored records of `service`, retrying transient store errors until `deadline`; empty
+/// (a cold start) when the store cannot answer in time.
+async fn load_records(
+    store: &dyn StateStore,
+    service: &str,
+    deadline: Instant,
+) -> Vec<state_store::TargetRecord> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, store.load_targets(service)).await {
+            Ok(Ok(records)) => return records,
+            Ok(Err(e)) if e.is_transient() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(service, error = %e, "cannot restore state from the store; starting cold");
+                return Vec::new();
+            }
+            Err(_) => {
+                tracing::warn!(service, "the store did not answer; starting cold");
+                return Vec::new();
+            }
+        }
+    }
+}
+
+fn parse_ips(v: &[String]) -> Vec<IpAddr> {
+    v.iter().filter_map(|s| s.parse().ok()).collect()
 }
 
 #[cfg(test)]

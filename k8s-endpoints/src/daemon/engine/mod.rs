@@ -7,30 +7,28 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use probe_core::backoff::{Backoff, Jitter, RetryPolicy};
-use probe_core::{
-    Check, Health, ProbeEvent, Prober, ProberOptions, ScheduleOptions, Scheduler, Target,
-};
+use probe_core::{Check, Health, ProbeEvent, ScheduleOptions, Scheduler, Target};
 use state_store::{AppliedRecord, StateStore, TransitionEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
-use super::observe::{Observer, StartedService, TargetRef};
+use super::observe::{Observer, TargetRef};
 use super::outage::{ApiOutage, OutageLog};
 use super::persist::{Persister, Write};
-use super::table::{ServiceSlot, TargetSlot, restore_tracker, stored};
+use super::table::{ServiceSlot, Tables, TargetSlot, stored};
 use super::{DaemonOptions, DaemonSpec};
 use crate::Client;
 use crate::client::{ReconcileMode, RetryDecision, classify};
 use crate::election::LeaderState;
-use crate::writer::{ObjectWriter, ServerPolicy, WriteOutcome};
+use crate::writer::{ServerPolicy, WriteOutcome};
 use probe_core::failsafe::FailSafe;
 
 mod ownership;
 mod report;
 mod witness;
 
-use witness::{WITNESSES, Witnesses};
+use witness::Witnesses;
 
 /// Most reconciles in flight at once: at start-up and at each resync every service is due at
 /// the same moment, and a hundred services must not become a hundred parallel requests (and
@@ -118,113 +116,15 @@ impl Engine {
             identity,
         } = wiring;
         let server = ServerPolicy::read(&client).await;
-        let restore_age = spec.interval * 3 + Duration::from_secs(5);
-        // A store that connects in the background (Redis) gets a moment to come up, so a
-        // restart restores state instead of starting cold.
-        let restore_deadline = Instant::now() + Duration::from_secs(3);
-        let now = Instant::now();
-        let now_ms = state_store::now_ms();
         let mut scheduler = Scheduler::new(spec.concurrency);
-        let mut targets = Vec::new();
-        let mut services = Vec::new();
-        let mut probed = 0usize;
-        let mut restored = 0usize;
-        let mut started = Vec::with_capacity(spec.services.len());
-        for svc in &spec.services {
-            let records = load_records(store.as_ref(), &svc.key, restore_deadline).await;
-            let writer = match spec
-                .renderer(svc, server.not_ready(svc.not_ready))
-                .and_then(|r| ObjectWriter::new(r, spec.mode, server))
-            {
-                Ok(w) => w,
-                Err(e) => {
-                    // A config file's validation builds the same renderer first.
-                    tracing::error!(service = %svc.key, error = %e, "service skipped");
-                    continue;
-                }
-            };
-            let check = Arc::new(svc.check.clone());
-            let opts = svc.schedule;
-            let mut slot_ids = Vec::new();
-            let mut view = StartedService {
-                key: svc.key.clone(),
-                targets: Vec::with_capacity(svc.targets.len()),
-            };
-            for target in svc.targets.iter().cloned() {
-                let record = records
-                    .iter()
-                    .find(|r| *r.name == *target.name && r.ip == target.ip);
-                let (tracker, since) =
-                    restore_tracker(record, svc.rise, svc.fall, restore_age, now_ms, now);
-                if tracker.state() != Health::Unknown {
-                    restored += 1;
-                }
-                let is_static = matches!(*check, Check::Static);
-                let failsafe_index = (!is_static).then(|| {
-                    probed += 1;
-                    probed - 1
-                });
-                let slot = TargetSlot {
-                    service: services.len(),
-                    target: target.clone(),
-                    health: tracker.state(),
-                    since: since.unwrap_or_else(SystemTime::now),
-                    failing_since: None,
-                    last_error: record.and_then(|r| r.last_error.clone()),
-                    last_probe: None,
-                    successes: 0,
-                    failures: 0,
-                    failsafe_index,
-                };
-                view.targets.push((target.clone(), slot.health));
-                let id = scheduler.add(target, check.clone(), tracker, opts);
-                debug_assert_eq!(id.index(), targets.len());
-                slot_ids.push(targets.len());
-                targets.push(slot);
-            }
-            let applied = match store.load_applied(&svc.key).await {
-                Ok(Some(a)) => Some((parse_ips(&a.ready), parse_ips(&a.not_ready))),
-                _ => None,
-            };
-            started.push(view);
-            services.push(ServiceSlot {
-                key: svc.key.clone(),
-                writer,
-                check,
-                targets: slot_ids,
-                dirty: true,
-                due: now,
-                in_flight: false,
-                failures: 0,
-                applied,
-                awaiting_confirmation: false,
-                force_read: false,
-                last_reconcile: None,
-                last_error: None,
-                selector_owned: false,
-                ports_warned: false,
-            });
-        }
-        let canary = spec.failsafe.canary.map(|addr| {
-            let target = Target::new("epcheck-canary", "canary", addr.ip(), addr.port());
-            let opts = ScheduleOptions {
-                interval: spec.interval,
-                fast_interval: spec.fast_interval,
-                jitter: 0.0,
-                timeout: spec.timeout,
-            };
-            scheduler
-                .add(
-                    target,
-                    Arc::new(Check::tcp()),
-                    probe_core::HealthTracker::new(1, 1),
-                    opts,
-                )
-                .index()
-        });
-        if restored > 0 {
-            tracing::info!(restored, "restored recent target health from the store");
-        }
+        let now = Instant::now();
+        let Tables {
+            targets,
+            services,
+            started,
+            probed,
+        } = Tables::build(&spec, store.as_ref(), server, &mut scheduler, now).await;
+        let canary = add_canary(&spec, &mut scheduler);
         // The tables above hold the targets from here on; the spec keeps the settings.
         for svc in &mut spec.services {
             svc.targets = Vec::new();
@@ -233,16 +133,7 @@ impl Engine {
         let (persister, persist_task) = Persister::spawn(store, observers.clone());
         let first_cycle_deadline =
             now + spec.interval.mul_f64(1.0 + spec.jitter) + spec.timeout + Duration::from_secs(1);
-        let (witness_tx, witness_rx) = mpsc::channel(64);
-        let witness = Witnesses {
-            prober: Prober::new(ProberOptions {
-                timeout: spec.timeout,
-                concurrency: WITNESSES * 4,
-            }),
-            tx: witness_tx,
-            rx: witness_rx,
-            in_flight: 0,
-        };
+        let witness = Witnesses::new(spec.timeout);
         let failsafe = FailSafe::new(spec.failsafe.hold, spec.failsafe.min_targets, probed);
         tracing::info!(
             services = services.len(),
@@ -836,6 +727,23 @@ impl Engine {
     }
 }
 
+/// Schedules the fail-safe's canary, if the spec has one; its scheduler id.
+fn add_canary(spec: &DaemonSpec, scheduler: &mut Scheduler) -> Option<usize> {
+    spec.failsafe.canary.map(|addr| {
+        let target = Target::new("epcheck-canary", "canary", addr.ip(), addr.port());
+        let opts = ScheduleOptions {
+            interval: spec.interval,
+            fast_interval: spec.fast_interval,
+            jitter: 0.0,
+            timeout: spec.timeout,
+        };
+        let tracker = probe_core::HealthTracker::new(1, 1);
+        scheduler
+            .add(target, Arc::new(Check::tcp()), tracker, opts)
+            .index()
+    })
+}
+
 /// Logs what [`ApiOutage`] asks for; `error` is the failure that started or continues it.
 fn log_outage(log: &OutageLog, error: Option<&str>) {
     match log {
@@ -861,34 +769,4 @@ fn log_outage(log: &OutageLog, error: Option<&str>) {
             "the ApiServer answers again; pending writes go out now"
         ),
     }
-}
-
-/// The stored records of `service`, retrying transient store errors until `deadline`; empty
-/// (a cold start) when the store cannot answer in time.
-async fn load_records(
-    store: &dyn StateStore,
-    service: &str,
-    deadline: Instant,
-) -> Vec<state_store::TargetRecord> {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, store.load_targets(service)).await {
-            Ok(Ok(records)) => return records,
-            Ok(Err(e)) if e.is_transient() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(service, error = %e, "cannot restore state from the store; starting cold");
-                return Vec::new();
-            }
-            Err(_) => {
-                tracing::warn!(service, "the store did not answer; starting cold");
-                return Vec::new();
-            }
-        }
-    }
-}
-
-fn parse_ips(v: &[String]) -> Vec<IpAddr> {
-    v.iter().filter_map(|s| s.parse().ok()).collect()
 }

@@ -8,7 +8,7 @@ use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use probe_core::{Check, Health, Prober, Target};
+use probe_core::{Check, Health, Prober, ProberOptions, Target};
 
 use super::Engine;
 
@@ -24,6 +24,22 @@ pub(super) struct Witnesses {
     pub(super) tx: mpsc::Sender<WitnessResult>,
     pub(super) rx: mpsc::Receiver<WitnessResult>,
     pub(super) in_flight: usize,
+}
+
+impl Witnesses {
+    /// Witness probes with the probe `timeout`.
+    pub(super) fn new(timeout: std::time::Duration) -> Self {
+        let (tx, rx) = mpsc::channel(64);
+        Witnesses {
+            prober: Prober::new(ProberOptions {
+                timeout,
+                concurrency: WITNESSES * 4,
+            }),
+            tx,
+            rx,
+            in_flight: 0,
+        }
+    }
 }
 
 /// How many healthy targets one confirmation probes.
