@@ -1065,3 +1065,44 @@ async fn an_apiserver_outage_is_logged_by_its_changes_not_by_each_retry() {
         "{log}"
     );
 }
+
+/// Logs follow events, not targets: the config's loopback warnings are one line, the first
+/// probes of a service are one line, and 45 targets going down at once are at most 20 lines
+/// plus one summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_events_not_targets() {
+    let mut s = setup(50, "").await;
+    for t in &mut s.targets[45..] {
+        t.refuse().await;
+    }
+    let d = Daemon::start(&s.e, &s.config);
+    assert!(
+        d.wait_log("first probes", Duration::from_secs(10)).await,
+        "{}",
+        d.log()
+    );
+    for t in &mut s.targets[..45] {
+        t.refuse().await;
+    }
+    let summed = d
+        .wait_log("more transitions in one second", Duration::from_secs(10))
+        .await;
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(summed, "{log}");
+    let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(lines("loopback address"), 1, "{log}");
+    assert!(log.contains("50 findings of one kind"), "{log}");
+    assert_eq!(lines("first probes"), 1, "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("first probes") && l.contains("up=45") && l.contains("down=5")),
+        "{log}"
+    );
+    let one_by_one = lines("target down");
+    assert!(
+        one_by_one <= 20,
+        "{one_by_one} lines of target down:\n{log}"
+    );
+    assert!(one_by_one >= 1, "{log}");
+}

@@ -32,9 +32,7 @@ pub async fn run(
     env: &dyn Environment,
 ) -> anyhow::Result<u8> {
     let Loaded { config, warnings } = load(path, env)?;
-    for w in &warnings {
-        tracing::warn!("{}", w.display_with(path));
-    }
+    crate::config::log_warnings(&warnings, path);
     let client = connect(&config, cwd, env)?;
     let mode = if args.dry_run {
         ReconcileMode::DryRun

@@ -20,9 +20,7 @@ use crate::round::{failsafe_holds, probe_all};
 /// Runs `plan`; returns the exit code (0).
 pub async fn run(args: &PlanArgs, path: &Path, env: &dyn Environment) -> anyhow::Result<u8> {
     let Loaded { config, warnings } = load(path, env)?;
-    for w in &warnings {
-        tracing::warn!("{}", w.display_with(path));
-    }
+    crate::config::log_warnings(&warnings, path);
     let concurrency = crate::effective_concurrency(config.concurrency);
     let round = probe_all(&config, concurrency).await;
     let held = failsafe_holds(&config, &round);

@@ -66,9 +66,7 @@ pub async fn run(
     env: &dyn Environment,
 ) -> anyhow::Result<u8> {
     let Loaded { config, warnings } = load(path, env)?;
-    for w in &warnings {
-        tracing::warn!("{}", w.display_with(path));
-    }
+    crate::config::log_warnings(&warnings, path);
     let client = connect(&config, cwd, env)?;
     let (namespaces, configured) = (config.namespaces(), config.service_objects());
     let found = client

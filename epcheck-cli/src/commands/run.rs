@@ -25,9 +25,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<u8> {
     let Loaded { config, warnings } = load(path, env)?;
-    for w in &warnings {
-        tracing::warn!("{}", w.display_with(path));
-    }
+    crate::config::log_warnings(&warnings, path);
     drop(warnings);
     let metrics = Metrics::new();
     let mut registry = Registry::default();

@@ -113,6 +113,7 @@ fn check_files(config: &crate::config::Config, cwd: &Path) -> Vec<Diagnostic> {
             key: "token_file".into(),
             line: None,
             message: format!("{e} ({hint})"),
+            kind: None,
         });
     }
     if let Some(ca) = &config.ca_file {
@@ -132,6 +133,7 @@ fn check_files(config: &crate::config::Config, cwd: &Path) -> Vec<Diagnostic> {
                 key: "ca_file".into(),
                 line: None,
                 message,
+                kind: None,
             });
         }
     }

@@ -24,6 +24,10 @@ pub struct Diagnostic {
     pub line: Option<usize>,
     /// What is wrong, and what is expected.
     pub message: String,
+    /// The kind of a finding that can repeat once per target (a loopback address, say), so
+    /// that logs show one line per kind ([`log_warnings`]); `None` for one-off findings.
+    #[serde(skip)]
+    pub kind: Option<&'static str>,
 }
 
 impl Diagnostic {
@@ -92,6 +96,60 @@ pub enum ConfigError {
     },
 }
 
+/// How many examples a grouped warning line shows.
+const EXAMPLES: usize = 3;
+
+/// Logs `warnings` of `file` at warning level: one line per finding, except that findings of
+/// one [`kind`](Diagnostic::kind) become one line with their count and the first three (a
+/// config of 10,000 loopback targets logs one line, not 10,000). `validate` prints them all.
+pub fn log_warnings(warnings: &[Diagnostic], file: &Path) {
+    for line in warning_lines(warnings, file) {
+        tracing::warn!("{line}");
+    }
+}
+
+/// The lines [`log_warnings`] logs.
+pub fn warning_lines(warnings: &[Diagnostic], file: &Path) -> Vec<String> {
+    let mut kinds: Vec<(&'static str, Vec<&Diagnostic>)> = Vec::new();
+    let mut out = Vec::new();
+    for w in warnings {
+        match w.kind {
+            Some(kind) => match kinds.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, list)) => list.push(w),
+                None => kinds.push((kind, vec![w])),
+            },
+            None => out.push(w.display_with(file).to_string()),
+        }
+    }
+    for (kind, list) in kinds {
+        if let [only] = list.as_slice() {
+            out.push(only.display_with(file).to_string());
+            continue;
+        }
+        let examples: Vec<String> = list
+            .iter()
+            .take(EXAMPLES)
+            .map(|d| {
+                let line = d.line.map(|l| format!("line {l}: ")).unwrap_or_default();
+                format!("{line}{}: {}", d.key, d.message)
+            })
+            .collect();
+        let more = list.len().saturating_sub(EXAMPLES);
+        out.push(format!(
+            "{}: warning: {} findings of one kind ({kind}), e.g. {}{}",
+            file.display(),
+            list.len(),
+            examples.join("; "),
+            if more > 0 {
+                format!("; and {more} more (`epcheck validate` lists them all)")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    out
+}
+
 fn render_invalid(file: &Path, errors: &[Diagnostic]) -> String {
     let mut out = format!(
         "{} has {} error{}:",
@@ -116,6 +174,7 @@ mod tests {
             key: "redis.ipport".into(),
             line: Some(7),
             message: "expected host:port".into(),
+            kind: None,
         };
         assert_eq!(
             d.display_with(Path::new("c.yaml")).to_string(),
@@ -130,5 +189,33 @@ mod tests {
         };
         let s = e.to_string();
         assert!(s.contains("./config.yaml, ./config/config.yaml"), "{s}");
+    }
+
+    #[test]
+    fn warnings_of_one_kind_are_one_line_with_a_count_and_three_examples() {
+        let w = |kind, line: usize| Diagnostic {
+            severity: Severity::Warning,
+            key: format!("service_healthcheck_list.web.iplist[{line}].ip"),
+            line: Some(line),
+            message: format!("127.0.0.{line} is a loopback address"),
+            kind,
+        };
+        let loopback = Some("addresses the ApiServer rejects in Endpoints");
+        let mut all: Vec<Diagnostic> = (1..=5).map(|l| w(loopback, l)).collect();
+        all.push(w(None, 9));
+        all.push(w(Some("addresses listed twice in one service"), 7));
+        let lines = warning_lines(&all, Path::new("c.yaml"));
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(lines[0].starts_with("c.yaml:9: warning:"), "{}", lines[0]);
+        assert!(lines[2].starts_with("c.yaml:7: warning:"), "{}", lines[2]);
+        let grouped = &lines[1];
+        assert!(
+            grouped.starts_with(
+                "c.yaml: warning: 5 findings of one kind (addresses the ApiServer rejects in Endpoints), e.g. line 1: "
+            ),
+            "{grouped}"
+        );
+        assert!(grouped.contains("127.0.0.3 is a loopback") && !grouped.contains("127.0.0.4"));
+        assert!(grouped.ends_with("and 2 more (`epcheck validate` lists them all)"));
     }
 }

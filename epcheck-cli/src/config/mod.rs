@@ -27,7 +27,7 @@ use k8s_endpoints::{ContentType, EndpointPort, Endpoints, NotReadyPolicy, PathTe
 use probe_core::Check;
 use secrecy::SecretString;
 
-pub use diagnostic::{ConfigError, Diagnostic, Severity};
+pub use diagnostic::{ConfigError, Diagnostic, Severity, log_warnings, warning_lines};
 pub use limits::{MAX_BYTES, MAX_DEPTH};
 pub use lines::LineIndex;
 pub use locate::{default_candidates, locate};

@@ -43,12 +43,20 @@ impl Reader {
         self.warnings.push(d);
     }
 
+    /// A warning of a `kind` that can repeat (once per target); logs group them.
+    pub fn warn_kind(&mut self, kind: &'static str, key: &str, message: impl Into<String>) {
+        let mut d = self.diag(Severity::Warning, key, message.into());
+        d.kind = Some(kind);
+        self.warnings.push(d);
+    }
+
     fn diag(&self, severity: Severity, key: &str, message: String) -> Diagnostic {
         Diagnostic {
             severity,
             key: key.to_string(),
             line: self.lines.line_of(key),
             message,
+            kind: None,
         }
     }
 

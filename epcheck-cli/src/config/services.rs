@@ -321,13 +321,15 @@ pub(super) fn read_targets(r: &mut Reader, value: Option<&Value>, path: &str) ->
         };
         if let Some(ip) = ip {
             if let Some(reason) = special_ip(ip) {
-                r.warn(
+                r.warn_kind(
+                    "addresses the ApiServer rejects in Endpoints",
                     &join(&p, "ip"),
                     format!("{ip} is {reason}: the ApiServer rejects such addresses in Endpoints"),
                 );
             }
             if let Some(first) = ips.insert(ip, i) {
-                r.warn(
+                r.warn_kind(
+                    "addresses listed twice in one service",
                     &join(&p, "ip"),
                     format!(
                         "{ip} is also listed at {path}[{first}]; the Endpoints object lists it once"

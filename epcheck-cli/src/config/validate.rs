@@ -134,6 +134,7 @@ pub(super) fn error_at(key: &str, line: Option<usize>, message: &str) -> Diagnos
         key: key.to_string(),
         line,
         message: message.to_string(),
+        kind: None,
     }
 }
 

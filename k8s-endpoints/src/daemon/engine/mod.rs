@@ -24,6 +24,7 @@ use crate::election::LeaderState;
 use crate::writer::{ServerPolicy, WriteOutcome};
 use probe_core::failsafe::FailSafe;
 
+mod events;
 mod ownership;
 mod report;
 mod witness;
@@ -95,6 +96,10 @@ pub struct Engine {
     status_dirty: bool,
     /// The ApiServer's availability, so that an outage is logged by its changes.
     outage: ApiOutage,
+    /// Each service's first probes, logged as one line per service.
+    first_round: events::FirstRound,
+    /// Each service's transitions of the current second, so that a burst is one line.
+    bursts: events::Bursts,
     /// The store outlives this process, so target records are worth saving
     /// ([`StateStore::durable`]).
     durable: bool,
@@ -147,6 +152,13 @@ impl Engine {
             .iter()
             .filter(|t| t.health == Health::Unknown)
             .count();
+        let first_round = events::FirstRound::new(services.iter().map(|s| {
+            s.targets
+                .iter()
+                .filter(|&&i| targets.get(i).is_some_and(|t| t.health == Health::Unknown))
+                .count()
+        }));
+        let bursts = events::Bursts::new(services.len());
         Engine {
             spec,
             options,
@@ -170,6 +182,8 @@ impl Engine {
             awaiting: 0,
             status_dirty: false,
             outage: ApiOutage::default(),
+            first_round,
+            bursts,
             durable,
         }
     }
@@ -218,6 +232,10 @@ impl Engine {
                 _ = resync.tick() => self.resync(),
                 _ = flush.tick() => {
                     self.flush();
+                    let services = &self.services;
+                    self.bursts.flush(Instant::now(), |i| {
+                        services.get(i).map(|s| s.key.clone()).unwrap_or_default()
+                    });
                     self.publish_status();
                 }
                 _ = status.tick(), if self.status_dirty => self.publish_status(),
@@ -397,16 +415,34 @@ impl Engine {
 
     fn on_transition(&mut self, slot: &TargetSlot, from: Health) {
         let t = &slot.target;
-        match slot.health {
-            Health::Down => tracing::warn!(
-                service = %t.service, target = %t.name, addr = %t.addr(),
-                error = slot.last_error.as_deref().unwrap_or(""),
-                "target down"
-            ),
-            _ => tracing::info!(
-                service = %t.service, target = %t.name, addr = %t.addr(), from = stored(from).as_str(),
-                "target up"
-            ),
+        let key = self
+            .services
+            .get(slot.service)
+            .map_or("", |s| s.key.as_str());
+        if from == Health::Unknown {
+            // Logged with the service's other first verdicts (see `events`).
+            self.first_round.record(
+                slot.service,
+                key,
+                t,
+                slot.health,
+                slot.last_error.as_deref(),
+            );
+        } else if self
+            .bursts
+            .allow(slot.service, key, slot.health, Instant::now())
+        {
+            match slot.health {
+                Health::Down => tracing::warn!(
+                    service = %t.service, target = %t.name, addr = %t.addr(),
+                    error = slot.last_error.as_deref().unwrap_or(""),
+                    "target down"
+                ),
+                _ => tracing::info!(
+                    service = %t.service, target = %t.name, addr = %t.addr(), from = stored(from).as_str(),
+                    "target up"
+                ),
+            }
         }
         self.persister.write(Write::Event(TransitionEvent {
             schema: state_store::SCHEMA_VERSION,

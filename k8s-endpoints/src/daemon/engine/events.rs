@@ -1,0 +1,214 @@
+//! Logs by event, not by target: the first probes of a service are one summary line, a
+//! transition after that is one line per target, except that a burst in one service (more than
+//! [`BURST`] transitions within a second) becomes one summary line for that service and
+//! second. At 100,000 targets a start logs one line per service, not one per target, and a
+//! rack going dark is a handful of lines.
+
+use std::time::Duration;
+
+use probe_core::{Health, Target};
+use tokio::time::Instant;
+
+/// Transitions of one service logged one by one within a second; the rest are summed up.
+pub(super) const BURST: u32 = 20;
+
+/// How many down targets a first-round summary names.
+const NAMED: usize = 3;
+
+/// Each service's first round: targets whose first verdict is still due, and what came so far.
+#[derive(Debug, Default)]
+pub(super) struct FirstRound {
+    services: Vec<RoundTally>,
+}
+
+#[derive(Debug, Default)]
+struct RoundTally {
+    pending: usize,
+    up: usize,
+    down: usize,
+    /// `name (error)` of the first down targets.
+    named: Vec<String>,
+}
+
+impl FirstRound {
+    /// `pending[i]`: service `i`'s targets without a verdict (none restored from the store).
+    pub(super) fn new(pending: impl IntoIterator<Item = usize>) -> Self {
+        FirstRound {
+            services: pending
+                .into_iter()
+                .map(|pending| RoundTally {
+                    pending,
+                    ..RoundTally::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// A target of `service` got its first verdict; logs the service's summary when it was
+    /// the last one.
+    pub(super) fn record(
+        &mut self,
+        service: usize,
+        key: &str,
+        target: &Target,
+        health: Health,
+        error: Option<&str>,
+    ) {
+        let Some(t) = self.services.get_mut(service) else {
+            return;
+        };
+        if t.pending == 0 {
+            return;
+        }
+        t.pending -= 1;
+        if health == Health::Up {
+            t.up += 1;
+        } else {
+            t.down += 1;
+            if t.named.len() < NAMED {
+                t.named.push(format!(
+                    "{} {} ({})",
+                    target.name,
+                    target.addr(),
+                    error.unwrap_or("down")
+                ));
+            }
+        }
+        if t.pending > 0 {
+            return;
+        }
+        if t.down == 0 {
+            tracing::info!(service = key, up = t.up, "first probes: every target is up");
+        } else {
+            let more = t.down.saturating_sub(t.named.len());
+            let examples = if more > 0 {
+                format!("{}; and {more} more", t.named.join("; "))
+            } else {
+                t.named.join("; ")
+            };
+            tracing::warn!(
+                service = key, up = t.up, down = t.down, down_targets = %examples,
+                "first probes: some targets are down"
+            );
+        }
+    }
+}
+
+/// Per service, the transitions of the current second.
+#[derive(Debug, Default)]
+pub(super) struct Bursts {
+    services: Vec<Window>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    logged: u32,
+    quiet_up: u32,
+    quiet_down: u32,
+}
+
+impl Bursts {
+    /// Windows for `services` services.
+    pub(super) fn new(services: usize) -> Self {
+        let now = Instant::now();
+        Bursts {
+            services: vec![
+                Window {
+                    start: now,
+                    logged: 0,
+                    quiet_up: 0,
+                    quiet_down: 0,
+                };
+                services
+            ],
+        }
+    }
+
+    /// Whether a transition of `service` into `to` at `now` is logged on its own line; when
+    /// not, it is counted for the service's summary line.
+    pub(super) fn allow(&mut self, service: usize, key: &str, to: Health, now: Instant) -> bool {
+        let Some(w) = self.services.get_mut(service) else {
+            return true;
+        };
+        if now.duration_since(w.start) >= Duration::from_secs(1) {
+            summarize(key, w);
+            *w = Window {
+                start: now,
+                logged: 0,
+                quiet_up: 0,
+                quiet_down: 0,
+            };
+        }
+        if w.logged < BURST {
+            w.logged += 1;
+            return true;
+        }
+        if to == Health::Up {
+            w.quiet_up += 1;
+        } else {
+            w.quiet_down += 1;
+        }
+        false
+    }
+
+    /// Logs the summary of every window that ended by `now` (called on a timer, so the last
+    /// burst of a quiet service is not held back).
+    pub(super) fn flush(&mut self, now: Instant, key: impl Fn(usize) -> String) {
+        for (i, w) in self.services.iter_mut().enumerate() {
+            if (w.quiet_up > 0 || w.quiet_down > 0)
+                && now.duration_since(w.start) >= Duration::from_secs(1)
+            {
+                summarize(&key(i), w);
+                w.quiet_up = 0;
+                w.quiet_down = 0;
+            }
+        }
+    }
+}
+
+fn summarize(key: &str, w: &Window) {
+    if w.quiet_up + w.quiet_down > 0 {
+        tracing::warn!(
+            service = key,
+            down = w.quiet_down,
+            up = w.quiet_up,
+            "more transitions in one second than are logged one by one (the first {BURST} were); /status shows every target"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_logged_one_by_one_up_to_the_limit_then_counted() {
+        let mut b = Bursts::new(2);
+        let t0 = Instant::now();
+        let allowed = (0..50)
+            .filter(|_| b.allow(0, "web", Health::Down, t0))
+            .count();
+        assert_eq!(allowed, BURST as usize);
+        assert_eq!(b.services[0].quiet_down, 30);
+        // Another service is not held back by this one.
+        assert!(b.allow(1, "db", Health::Down, t0));
+        // A second later the window starts again.
+        assert!(b.allow(0, "web", Health::Up, t0 + Duration::from_secs(1)));
+        assert_eq!(b.services[0].quiet_down, 0);
+    }
+
+    #[test]
+    fn the_first_round_waits_for_every_target_of_a_service() {
+        let mut r = FirstRound::new([2, 0]);
+        let t = Target::new("web", "n1", [127, 0, 0, 1].into(), 80);
+        r.record(0, "web", &t, Health::Down, Some("refused"));
+        assert_eq!(r.services[0].pending, 1);
+        assert_eq!(r.services[0].named, ["n1 127.0.0.1:80 (refused)"]);
+        r.record(0, "web", &t, Health::Up, None);
+        assert_eq!((r.services[0].pending, r.services[0].up), (0, 1));
+        // A service whose state was restored has no first round.
+        r.record(1, "db", &t, Health::Up, None);
+        assert_eq!(r.services[1].up, 0);
+    }
+}
