@@ -1106,3 +1106,84 @@ async fn logs_follow_events_not_targets() {
     );
     assert!(one_by_one >= 1, "{log}");
 }
+
+/// While the ApiServer fails, one reconcile at a time tests it, about once a second, with one
+/// attempt per request, instead of every service retrying on its own; when it answers, every
+/// service is written within 3 s, whatever its backoff had grown to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_costs_about_one_test_a_second_and_ends_at_once() {
+    const SERVICES: usize = 12;
+    let api = loopback_api().await;
+    let target = ToggleTarget::start().await.unwrap();
+    let mut info = String::new();
+    let mut list = String::new();
+    for i in 0..SERVICES {
+        let name = format!("s{i:02}");
+        api.put_service("default", &name);
+        info.push_str(&format!("  {name}: {{namespace: default, name: {name}}}\n"));
+        list.push_str(&format!(
+            "  {name}:\n    port: {}\n    iplist:\n      - {{name: n1, ip: {}}}\n",
+            target.addr().port(),
+            ip_of(&target)
+        ));
+    }
+    let yaml = format!(
+        "interval: {INTERVAL_MS}\npingtimeout: {TIMEOUT_MS}\nurl: {}\n\
+         content_type: application/json\ntoken_file: token\nresync_interval: 60000\n\
+         service_info:\n{info}service_healthcheck_list:\n{list}\
+         endpoint_template:\n  kind: Endpoints\n  apiVersion: v1\n  subsets:\n    - ports:\n\
+         \x20       - port: 8080\n          protocol: TCP\n",
+        api.url()
+    );
+    let e = Epcheck::new();
+    e.write("token", TOKEN);
+    let path = e.write("c.yaml", &yaml);
+    api.push_fault(FaultRule::new(Fault::Status500).always());
+    let d = Daemon::start(&e, path.to_str().unwrap());
+    assert!(
+        d.wait_log("the ApiServer is unavailable", Duration::from_secs(10))
+            .await,
+        "{}",
+        d.log()
+    );
+    // Let the reconciles that started before the outage was known finish failing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    api.clear_requests();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The reconciles' requests (not `/version`, not the look for unconfigured objects).
+    let reconcile_requests = api
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path != "/version" && !r.query.as_deref().is_some_and(|q| q.contains("instance"))
+        })
+        .count();
+    // About one test a second, each reading the Service's slices and then the Service.
+    assert!(
+        reconcile_requests <= 14,
+        "{reconcile_requests} requests in 4 s of outage:\n{}",
+        d.log()
+    );
+    assert!(reconcile_requests >= 2, "the ApiServer was not tested");
+    api.clear_faults();
+    let back = Instant::now();
+    let written = |api: &ApiServer| {
+        (0..SERVICES)
+            .filter(|i| {
+                api.get_object(Resource::Endpoints, "default", &format!("s{i:02}"))
+                    .is_some()
+            })
+            .count()
+    };
+    while written(&api) < SERVICES && back.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = back.elapsed();
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(written(&api), SERVICES, "{log}");
+    assert!(
+        took <= Duration::from_secs(3),
+        "every service written {took:?} after the ApiServer came back:\n{log}"
+    );
+}

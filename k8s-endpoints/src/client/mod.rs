@@ -120,6 +120,8 @@ where
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// This handle's retry policy for failed requests, when not the configured one.
+    retry: Option<retry::RetryPolicy>,
 }
 
 struct Inner {
@@ -214,7 +216,20 @@ impl Client {
                 warnings: WarningLog::default(),
                 observer,
             }),
+            retry: None,
         })
+    }
+
+    /// A handle on the same client (connections, credentials, warnings) whose failed requests
+    /// are retried as `policy` says: a daemon that already knows the ApiServer is down tests
+    /// it with one request at a time (`max_attempts: 1`), while other
+    /// handles (a Lease renewal, say) keep their retries.
+    #[must_use]
+    pub fn with_request_retry(&self, policy: retry::RetryPolicy) -> Client {
+        Client {
+            inner: Arc::clone(&self.inner),
+            retry: Some(policy),
+        }
     }
 
     /// The base URL, with its path prefix and no trailing `/`.

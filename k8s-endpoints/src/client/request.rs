@@ -86,7 +86,7 @@ impl Client {
 
     /// Sends a request with the retries of the module docs; `Ok` only for `2xx`.
     pub(crate) async fn execute(&self, req: &Request) -> Result<Response, Error> {
-        let mut backoff = Backoff::new(self.inner.retry);
+        let mut backoff = Backoff::new(self.retry.unwrap_or(self.inner.retry));
         let mut reauthenticated = false;
         let mut attempts = 0u32;
         loop {

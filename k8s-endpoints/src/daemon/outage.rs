@@ -7,6 +7,11 @@
 //!
 //! [`ApiOutage`] is the bookkeeping only: it takes the time as an input and says what to log,
 //! so the rule is tested without sleeping.
+//!
+//! While an outage lasts, requests are budgeted as well (see the engine's `start_due`): one
+//! reconcile at a time tests the ApiServer, about once a second, each with a single attempt;
+//! the other services wait behind it. When it answers, every waiting service is due at once,
+//! whatever its own backoff had grown to.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -51,6 +56,11 @@ pub(super) struct ApiOutage {
 }
 
 impl ApiOutage {
+    /// Whether the ApiServer is unavailable now (the last reconcile found it so).
+    pub(super) fn is_active(&self) -> bool {
+        self.current.is_some()
+    }
+
     /// A reconcile of `service` failed because the ApiServer is unavailable.
     pub(super) fn failed(&mut self, now: Instant, service: &str) -> OutageLog {
         self.failures += 1;

@@ -43,6 +43,9 @@ const EVENT_BATCH: usize = 256;
 /// `n`th consecutive failure (`n` ≤ 10), capped at the daemon's `max_retry_delay`.
 const RECONCILE_RETRY_BASE: Duration = Duration::from_millis(500);
 
+/// While the ApiServer is unavailable, how often one reconcile tests it (±20 %).
+const OUTAGE_TEST_EVERY: Duration = Duration::from_secs(1);
+
 /// The longest `/status` lags behind the daemon's state.
 const STATUS_EVERY: Duration = Duration::from_millis(100);
 
@@ -94,8 +97,11 @@ pub struct Engine {
     /// `/status` is out of date; it is published at most every [`STATUS_EVERY`] (building it
     /// costs a walk over every target, too much for every transition of a large config).
     status_dirty: bool,
-    /// The ApiServer's availability, so that an outage is logged by its changes.
+    /// The ApiServer's availability, so that an outage is logged by its changes and its
+    /// requests are budgeted.
     outage: ApiOutage,
+    /// During an outage, when the next test reconcile may start.
+    outage_test_at: Instant,
     /// Each service's first probes, logged as one line per service.
     first_round: events::FirstRound,
     /// Each service's transitions of the current second, so that a burst is one line.
@@ -182,6 +188,7 @@ impl Engine {
             awaiting: 0,
             status_dirty: false,
             outage: ApiOutage::default(),
+            outage_test_at: now,
             first_round,
             bursts,
             durable,
@@ -296,16 +303,24 @@ impl Engine {
 
     /// The earliest time a dirty service may be reconciled.
     fn next_due(&self) -> Instant {
-        if self.reconciles.len() >= MAX_RECONCILES {
-            // Full: the next finished reconcile wakes the loop.
-            return Instant::now() + Duration::from_secs(3600);
+        let later = Instant::now() + Duration::from_secs(3600);
+        let outage = self.outage.is_active();
+        if self.reconciles.len() >= MAX_RECONCILES || (outage && !self.reconciles.is_empty()) {
+            // Full (or testing an unavailable ApiServer): a finished reconcile wakes the loop.
+            return later;
         }
-        self.services
+        let due = self
+            .services
             .iter()
             .filter(|s| s.dirty && !s.in_flight)
             .map(|s| s.due)
             .min()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+            .unwrap_or(later);
+        if outage && due < later {
+            due.max(self.outage_test_at)
+        } else {
+            due
+        }
     }
 
     fn on_probe(&mut self, ev: ProbeEvent) {
@@ -330,16 +345,13 @@ impl Engine {
         );
         slot.last_probe = Some(SystemTime::now());
         slot.last_error = ev.outcome.error.as_ref().map(|e| e.to_string());
+        // The tracker counts; the slot keeps its counts for the store and `/status`.
+        slot.successes = ev.tracker.consecutive_successes();
+        slot.failures = ev.tracker.consecutive_failures();
         if success {
-            slot.successes += 1;
-            slot.failures = 0;
             slot.failing_since = None;
-        } else {
-            slot.failures += 1;
-            slot.successes = 0;
-            if slot.failing_since.is_none() {
-                slot.failing_since = Some(ev.started);
-            }
+        } else if slot.failing_since.is_none() {
+            slot.failing_since = Some(ev.started);
         }
         if let Some(i) = slot.failsafe_index {
             self.failsafe.observe(i, success, ev.started);
@@ -597,8 +609,14 @@ impl Engine {
             }
             return;
         }
+        // While the ApiServer is unavailable one reconcile at a time tests it, about once a
+        // second, with a single attempt per request; the other services wait behind it.
+        let outage = self.outage.is_active();
+        if outage && (!self.reconciles.is_empty() || now < self.outage_test_at) {
+            return;
+        }
         for i in 0..self.services.len() {
-            if self.reconciles.len() >= MAX_RECONCILES {
+            if self.reconciles.len() >= MAX_RECONCILES || (outage && !self.reconciles.is_empty()) {
                 // The rest stay due and start as reconciles finish.
                 break;
             }
@@ -652,7 +670,16 @@ impl Engine {
                 continue;
             }
             s.in_flight = true;
-            let client = self.client.clone();
+            let client = if outage {
+                let jitter = rand::Rng::random_range(&mut rand::rng(), 0.8..1.2);
+                self.outage_test_at = now + OUTAGE_TEST_EVERY.mul_f64(jitter);
+                self.client.with_request_retry(RetryPolicy {
+                    max_attempts: 1,
+                    ..RetryPolicy::REQUEST
+                })
+            } else {
+                self.client.clone()
+            };
             self.reconciles.spawn(async move {
                 let result = writer
                     .reconcile(&client, &ready, &not_ready, ReconcileMode::Apply)
@@ -673,6 +700,7 @@ impl Engine {
             return;
         };
         s.in_flight = false;
+        let mut outage_ended = false;
         match done.result {
             Ok(outcome) => {
                 ownership::managed(
@@ -682,7 +710,9 @@ impl Engine {
                     done.service,
                 );
                 s.failures = 0;
-                log_outage(&self.outage.succeeded(Instant::now()), None);
+                let succeeded = self.outage.succeeded(Instant::now());
+                outage_ended = matches!(succeeded, OutageLog::Ended { .. });
+                log_outage(&succeeded, None);
                 let now = SystemTime::now();
                 self.observers.reconciled(done.service, outcome.action);
                 s.last_reconcile = Some(now);
@@ -712,7 +742,9 @@ impl Engine {
             }
             Err(e) if e.is_selector_owned() => {
                 // The ApiServer answered: not part of an outage.
-                log_outage(&self.outage.succeeded(Instant::now()), None);
+                let succeeded = self.outage.succeeded(Instant::now());
+                outage_ended = matches!(succeeded, OutageLog::Ended { .. });
+                log_outage(&succeeded, None);
                 ownership::selector_owned(s, &e, &*self.observers, done.service);
             }
             Err(e) => {
@@ -756,6 +788,15 @@ impl Engine {
                 s.last_error = Some(text);
                 s.dirty = true;
                 s.due = Instant::now() + wait;
+            }
+        }
+        if outage_ended {
+            // Every service that waited behind the test reconcile goes now, whatever its own
+            // backoff had grown to.
+            let now = Instant::now();
+            for s in self.services.iter_mut().filter(|s| s.dirty && !s.in_flight) {
+                s.due = now;
+                s.failures = 0;
             }
         }
         self.update_service_gauges(done.service);
