@@ -358,6 +358,40 @@ async fn shutdown_kills_what_running_exec_checks_started() {
     }
 }
 
+/// Services `s00`… (`n` of them, each with a Service on `api`) sharing `target`; the scratch
+/// directory and the config's path.
+fn many_services(
+    api: &ApiServer,
+    target: &ToggleTarget,
+    n: usize,
+) -> (Epcheck, std::path::PathBuf) {
+    let mut info = String::new();
+    let mut list = String::new();
+    for i in 0..n {
+        let name = format!("s{i:02}");
+        api.put_service("default", &name);
+        info.push_str(&format!("  {name}: {{namespace: default, name: {name}}}\n"));
+        list.push_str(&format!(
+            "  {name}:\n    port: {}\n    iplist:\n      - {{name: n1, ip: {}}}\n",
+            target.addr().port(),
+            ip_of(target)
+        ));
+    }
+    let yaml = format!(
+        "interval: {INTERVAL_MS}\npingtimeout: {TIMEOUT_MS}\nurl: {}\n\
+         content_type: application/json\ntoken_file: token\nresync_interval: 60000\n\
+         metrics: {{listen: off}}\n\
+         service_info:\n{info}service_healthcheck_list:\n{list}\
+         endpoint_template:\n  kind: Endpoints\n  apiVersion: v1\n  subsets:\n    - ports:\n\
+         \x20       - port: 8080\n          protocol: TCP\n",
+        api.url()
+    );
+    let e = Epcheck::new();
+    e.write("token", TOKEN);
+    let path = e.write("c.yaml", &yaml);
+    (e, path)
+}
+
 /// At start-up every service is due at once. With each request slowed down, the reconciles of
 /// 40 services would all overlap; epcheck runs at most 16 at a time, so the ApiServer sees at
 /// most 16 connections (HTTP/1.1: one per request in flight), and every object still gets
@@ -367,29 +401,7 @@ async fn at_most_sixteen_reconciles_run_at_once() {
     const SERVICES: usize = 40;
     let api = loopback_api().await;
     let target = ToggleTarget::start().await.unwrap();
-    let mut info = String::new();
-    let mut list = String::new();
-    for i in 0..SERVICES {
-        let name = format!("s{i:02}");
-        api.put_service("default", &name);
-        info.push_str(&format!("  {name}: {{namespace: default, name: {name}}}\n"));
-        list.push_str(&format!(
-            "  {name}:\n    port: {}\n    iplist:\n      - {{name: n1, ip: {}}}\n",
-            target.addr().port(),
-            ip_of(&target)
-        ));
-    }
-    let yaml = format!(
-        "interval: {INTERVAL_MS}\npingtimeout: {TIMEOUT_MS}\nurl: {}\n\
-         content_type: application/json\ntoken_file: token\nresync_interval: 60000\n\
-         service_info:\n{info}service_healthcheck_list:\n{list}\
-         endpoint_template:\n  kind: Endpoints\n  apiVersion: v1\n  subsets:\n    - ports:\n\
-         \x20       - port: 8080\n          protocol: TCP\n",
-        api.url()
-    );
-    let e = Epcheck::new();
-    e.write("token", TOKEN);
-    let path = e.write("c.yaml", &yaml);
+    let (e, path) = many_services(&api, &target, SERVICES);
     // Every read of a Service, and the list of its EndpointSlices (the first request of each
     // service's first reconcile, looking for slices left by mode: endpointslice), takes 300 ms.
     for path in ["/services/", "/endpointslices"] {
@@ -1115,29 +1127,7 @@ async fn an_outage_costs_about_one_test_a_second_and_ends_at_once() {
     const SERVICES: usize = 12;
     let api = loopback_api().await;
     let target = ToggleTarget::start().await.unwrap();
-    let mut info = String::new();
-    let mut list = String::new();
-    for i in 0..SERVICES {
-        let name = format!("s{i:02}");
-        api.put_service("default", &name);
-        info.push_str(&format!("  {name}: {{namespace: default, name: {name}}}\n"));
-        list.push_str(&format!(
-            "  {name}:\n    port: {}\n    iplist:\n      - {{name: n1, ip: {}}}\n",
-            target.addr().port(),
-            ip_of(&target)
-        ));
-    }
-    let yaml = format!(
-        "interval: {INTERVAL_MS}\npingtimeout: {TIMEOUT_MS}\nurl: {}\n\
-         content_type: application/json\ntoken_file: token\nresync_interval: 60000\n\
-         service_info:\n{info}service_healthcheck_list:\n{list}\
-         endpoint_template:\n  kind: Endpoints\n  apiVersion: v1\n  subsets:\n    - ports:\n\
-         \x20       - port: 8080\n          protocol: TCP\n",
-        api.url()
-    );
-    let e = Epcheck::new();
-    e.write("token", TOKEN);
-    let path = e.write("c.yaml", &yaml);
+    let (e, path) = many_services(&api, &target, SERVICES);
     api.push_fault(FaultRule::new(Fault::Status500).always());
     let d = Daemon::start(&e, path.to_str().unwrap());
     assert!(

@@ -6,7 +6,7 @@ use k8s_endpoints::{ReconcileAction, ReconcileMode};
 
 use crate::apiserver::{connect, server_policy};
 use crate::cli::{OnceArgs, OutputFormat};
-use crate::config::{Environment, Loaded, load};
+use crate::config::{Environment, load_logged};
 use crate::report::{Action, Report, ServiceReport, TargetReport};
 use crate::round::{failsafe_holds, probe_all};
 use k8s_endpoints::writer::ObjectWriter;
@@ -31,8 +31,7 @@ pub async fn run(
     cwd: &Path,
     env: &dyn Environment,
 ) -> anyhow::Result<u8> {
-    let Loaded { config, warnings } = load(path, env)?;
-    crate::config::log_warnings(&warnings, path);
+    let config = load_logged(path, env)?;
     let client = connect(&config, cwd, env)?;
     let mode = if args.dry_run {
         ReconcileMode::DryRun

@@ -13,14 +13,13 @@ use k8s_endpoints::slices::SliceRenderer;
 use k8s_endpoints::{EndpointPort, to_yaml};
 
 use crate::cli::{PlanArgs, PlanFormat};
-use crate::config::{Environment, Loaded, Mode, load};
+use crate::config::{Environment, Mode, load_logged};
 use crate::report::{Action, Report, ServiceReport, TargetReport};
 use crate::round::{failsafe_holds, probe_all};
 
 /// Runs `plan`; returns the exit code (0).
 pub async fn run(args: &PlanArgs, path: &Path, env: &dyn Environment) -> anyhow::Result<u8> {
-    let Loaded { config, warnings } = load(path, env)?;
-    crate::config::log_warnings(&warnings, path);
+    let config = load_logged(path, env)?;
     let concurrency = crate::effective_concurrency(config.concurrency);
     let round = probe_all(&config, concurrency).await;
     let held = failsafe_holds(&config, &round);

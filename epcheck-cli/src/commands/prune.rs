@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::apiserver::connect;
 use crate::cli::{OutputFormat, PruneArgs};
-use crate::config::{Environment, Loaded, load};
+use crate::config::{Environment, load_logged};
 use crate::report::count;
 
 /// The report (`-o json`).
@@ -65,8 +65,7 @@ pub async fn run(
     cwd: &Path,
     env: &dyn Environment,
 ) -> anyhow::Result<u8> {
-    let Loaded { config, warnings } = load(path, env)?;
-    crate::config::log_warnings(&warnings, path);
+    let config = load_logged(path, env)?;
     let client = connect(&config, cwd, env)?;
     let (namespaces, configured) = (config.namespaces(), config.service_objects());
     let found = client

@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::apiserver::client_config;
-use crate::config::{Environment, Loaded, load};
+use crate::config::{Environment, load_logged};
 use k8s_endpoints::daemon::{Daemon, StatusSnapshot};
 
 use crate::metrics::Metrics;
@@ -24,9 +24,7 @@ pub async fn run(
     env: &dyn Environment,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<u8> {
-    let Loaded { config, warnings } = load(path, env)?;
-    crate::config::log_warnings(&warnings, path);
-    drop(warnings);
+    let config = load_logged(path, env)?;
     let metrics = Metrics::new();
     let mut registry = Registry::default();
     metrics.register(&mut registry);

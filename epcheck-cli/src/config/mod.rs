@@ -380,6 +380,14 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// [`load`], with its warnings logged ([`log_warnings`]): what every command that acts on a
+/// config starts with.
+pub fn load_logged(path: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
+    let Loaded { config, warnings } = load(path, env)?;
+    log_warnings(&warnings, path);
+    Ok(config)
+}
+
 /// Reads and checks the config at `path`.
 pub fn load(path: &Path, env: &dyn Environment) -> Result<Loaded, ConfigError> {
     let read_error = |error| ConfigError::Read {

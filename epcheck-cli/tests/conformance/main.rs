@@ -205,6 +205,33 @@ pub async fn slices_of(ns: &str, svc: &str) -> Vec<Value> {
     v["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// What kube-proxy routes to from `slices`: (ready, not ready) addresses, each once (it merges
+/// an endpoint listed in two slices). An address both ready and not ready counts as ready,
+/// the worse case for the assertions.
+pub fn routed(slices: &[Value]) -> (Vec<String>, Vec<String>) {
+    let (mut ready, mut not_ready) = slice_view(slices);
+    ready.dedup();
+    not_ready.dedup();
+    not_ready.retain(|a| !ready.contains(a));
+    (ready, not_ready)
+}
+
+/// The `endpointslice.kubernetes.io/managed-by` values of `slices`, sorted, once each.
+pub fn managers(slices: &[Value]) -> Vec<String> {
+    let mut m: Vec<String> = slices
+        .iter()
+        .map(|s| {
+            s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"]
+                .as_str()
+                .unwrap_or("(none)")
+                .to_string()
+        })
+        .collect();
+    m.sort();
+    m.dedup();
+    m
+}
+
 /// (ready, not ready) addresses over all of a Service's slices, as kube-proxy would see them
 /// (`ready` absent counts as ready, per the API's documentation).
 pub fn slice_view(slices: &[Value]) -> (Vec<String>, Vec<String>) {

@@ -8,34 +8,10 @@ use serde_json::Value;
 
 use super::{
     Backends, Daemon, NET4, Scratch, Svc, endpoint_ips, endpoints_path, epcheck_events, eventually,
-    get, namespace, service, slice_view, slices_of,
+    get, managers, namespace, routed, service, slices_of,
 };
 
 const MIRROR: &str = "endpointslicemirroring-controller.k8s.io";
-
-fn managers(slices: &[Value]) -> Vec<String> {
-    let mut m: Vec<String> = slices
-        .iter()
-        .map(|s| {
-            s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"]
-                .as_str()
-                .unwrap_or("(none)")
-                .to_owned()
-        })
-        .collect();
-    m.sort();
-    m.dedup();
-    m
-}
-
-/// (ready, not ready) as kube-proxy merges them.
-fn routed(slices: &[Value]) -> (Vec<String>, Vec<String>) {
-    let (mut ready, mut not_ready) = slice_view(slices);
-    ready.dedup();
-    not_ready.dedup();
-    not_ready.retain(|a| !ready.contains(a));
-    (ready, not_ready)
-}
 
 fn instance(obj: &Value) -> Option<&str> {
     obj["metadata"]["labels"]["epcheck.io/instance"].as_str()

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{
     Backends, NET4, NET6, Scratch, Svc, endpoint_ips, endpoints_path, epcheck_events, eventually,
-    get, namespace, service, slice_view, slices_of,
+    get, managers, namespace, routed, service, slice_view, slices_of,
 };
 
 const NS: &str = "slices";
@@ -184,32 +184,6 @@ async fn a_service_moved_from_endpoints_mode_shows_only_healthy_backends() {
         },
     )
     .await;
-}
-
-/// What kube-proxy routes to from `slices`: (ready, not ready) addresses, each once (it merges
-/// an endpoint listed in two slices). An address both ready and not ready counts as ready,
-/// the worse case for the assertions.
-fn routed(slices: &[Value]) -> (Vec<String>, Vec<String>) {
-    let (mut ready, mut not_ready) = slice_view(slices);
-    ready.dedup();
-    not_ready.dedup();
-    not_ready.retain(|a| !ready.contains(a));
-    (ready, not_ready)
-}
-
-fn managers(slices: &[Value]) -> Vec<String> {
-    let mut m: Vec<String> = slices
-        .iter()
-        .map(|s| {
-            s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"]
-                .as_str()
-                .unwrap_or("(none)")
-                .to_string()
-        })
-        .collect();
-    m.sort();
-    m.dedup();
-    m
 }
 
 /// Slice mode → Endpoints mode → slice mode, a backend going down and another coming up in

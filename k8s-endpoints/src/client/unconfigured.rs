@@ -35,8 +35,8 @@ use crate::error::Error;
 use crate::instance::{INSTANCE_LABEL, instance_of};
 use crate::render::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, SKIP_MIRROR_LABEL};
 use crate::slices::{
-    ENDPOINT_SLICE_KIND, EndpointSlice, MIRRORING_MANAGED_BY_VALUE, SERVICE_NAME_LABEL,
-    SLICE_MANAGED_BY_LABEL, SLICE_MANAGED_BY_VALUE,
+    ENDPOINT_SLICE_KIND, EndpointSlice, SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL,
+    SLICE_MANAGED_BY_VALUE, mirrored_ready,
 };
 use crate::types::{ENDPOINTS_KIND, Endpoints, Extra};
 
@@ -370,20 +370,10 @@ impl Client {
         if ours.is_empty() {
             return Ok(true);
         }
-        let mirrored: BTreeSet<String> = self
+        let listed = self
             .list_service_endpoint_slices(namespace, service)
-            .await?
-            .iter()
-            .filter(|s| {
-                s.metadata
-                    .labels
-                    .get(SLICE_MANAGED_BY_LABEL)
-                    .map(String::as_str)
-                    == Some(MIRRORING_MANAGED_BY_VALUE)
-            })
-            .flat_map(EndpointSlice::ready_addresses)
-            .collect();
-        if mirrored == ours {
+            .await?;
+        if mirrored_ready(&listed) == ours {
             return Ok(true);
         }
         let query = format!(

@@ -50,7 +50,7 @@ pub use diff::{SlicePlan, SliceWrite, apply_slice_to_live, plan};
 pub use render::{
     AddressFamily, CONTROLLER_MANAGED_BY_VALUE, MAX_ENDPOINTS_PER_SLICE,
     MIRRORING_MANAGED_BY_VALUE, SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL, SLICE_MANAGED_BY_VALUE,
-    SliceRenderer, epcheck_selector, is_epcheck_slice, service_owner_reference,
+    SliceRenderer, epcheck_selector, is_epcheck_slice, mirrored_ready, service_owner_reference,
 };
 pub use types::{
     ENDPOINT_SLICE_API_VERSION, ENDPOINT_SLICE_KIND, EndpointConditions, EndpointSlice,

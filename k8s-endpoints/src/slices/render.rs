@@ -139,6 +139,22 @@ pub fn epcheck_selector(service: &str) -> String {
     format!("{SERVICE_NAME_LABEL}={service},{SLICE_MANAGED_BY_LABEL}={SLICE_MANAGED_BY_VALUE}")
 }
 
+/// The ready addresses of the mirroring controller's slices among `slices`: what it made of
+/// the Service's Endpoints object.
+pub fn mirrored_ready<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> BTreeSet<String> {
+    slices
+        .into_iter()
+        .filter(|s| {
+            s.metadata
+                .labels
+                .get(SLICE_MANAGED_BY_LABEL)
+                .map(String::as_str)
+                == Some(MIRRORING_MANAGED_BY_VALUE)
+        })
+        .flat_map(EndpointSlice::ready_addresses)
+        .collect()
+}
+
 /// Whether a slice carries both of epcheck's labels for `service`.
 pub fn is_epcheck_slice(slice: &EndpointSlice, service: &str) -> bool {
     let labels = &slice.metadata.labels;

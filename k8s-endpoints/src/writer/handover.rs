@@ -31,10 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::client::{ApiErrorKind, ReconcileMode, reconcile_slices};
-use crate::slices::{
-    EndpointSlice, MIRRORING_MANAGED_BY_VALUE, SLICE_MANAGED_BY_LABEL, SliceRenderer,
-    is_epcheck_slice,
-};
+use crate::slices::{EndpointSlice, SliceRenderer, is_epcheck_slice, mirrored_ready};
 use crate::{Client, Error, check_instance};
 
 /// Not listed yet.
@@ -155,17 +152,7 @@ impl HandOver {
             self.state.store(DONE, Ordering::Relaxed);
             return Ok(());
         }
-        let mirrored: BTreeSet<String> = others
-            .iter()
-            .filter(|s| {
-                s.metadata
-                    .labels
-                    .get(SLICE_MANAGED_BY_LABEL)
-                    .map(String::as_str)
-                    == Some(MIRRORING_MANAGED_BY_VALUE)
-            })
-            .flat_map(EndpointSlice::ready_addresses)
-            .collect();
+        let mirrored = mirrored_ready(&others);
         let wanted: BTreeSet<String> = ready.iter().map(ToString::to_string).collect();
         if mirrored != wanted {
             tracing::debug!(
