@@ -35,9 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let service = service.ok_or("--service namespace/name is required")?;
-    let (namespace, name) = service
-        .split_once('/')
-        .ok_or("--service is namespace/name")?;
+    let (namespace, name) = service.split_once('/').ok_or("--service is ns/name")?;
 
     // Who is probed, and the object that carries them.
     let targets = (backends.iter().enumerate())
@@ -48,19 +46,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ports: vec![EndpointPort::tcp(port)],
         ..EndpointSubset::default()
     });
-    let spec = DaemonSpec::new(
-        template,
-        vec![ServiceSpec::new(name, namespace, name, targets)],
-    );
+    let service = ServiceSpec::new(name, namespace, name, targets);
+    let spec = DaemonSpec::new(template, vec![service]);
 
     // Where it is written, and where state is kept (in memory, or Redis to survive restarts).
     let mut config = ClientConfig::from_url(url.ok_or("--url is required")?);
     if let Some(path) = token {
-        let location = TokenLocation::from_setting(&path);
-        config.token = TokenSource::File {
-            location,
-            base_dir: ".".into(),
-        };
+        let (location, base_dir) = (TokenLocation::from_setting(&path), ".".into());
+        config.token = TokenSource::File { location, base_dir };
     }
     let store: Arc<dyn StateStore> = match redis {
         Some(address) => Arc::new(RedisStore::connect(RedisOptions::new(address)).await?),
@@ -73,8 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => drop(tokio::signal::ctrl_c().await),
         }
     };
-    Daemon::new(spec, store, Client::new(config)?)
-        .run(stop)
-        .await;
+    let client = Client::new(config)?;
+    Daemon::new(spec, store, client).run(stop).await;
     Ok(())
 }

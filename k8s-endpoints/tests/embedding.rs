@@ -102,3 +102,10 @@ async fn the_example_keeps_endpoints_with_redis() {
         .expect("the applied record is in Redis");
     assert_eq!(applied.ready.len(), 1, "{applied:?}");
 }
+
+/// The whole job stays a short program: the library does the work.
+#[test]
+fn the_example_is_under_80_lines() {
+    let lines = include_str!("../examples/keep_endpoints.rs").lines().count();
+    assert!(lines < 80, "examples/keep_endpoints.rs has {lines} lines");
+}
