@@ -106,6 +106,8 @@ async fn the_example_keeps_endpoints_with_redis() {
 /// The whole job stays a short program: the library does the work.
 #[test]
 fn the_example_is_under_80_lines() {
-    let lines = include_str!("../examples/keep_endpoints.rs").lines().count();
+    let lines = include_str!("../examples/keep_endpoints.rs")
+        .lines()
+        .count();
     assert!(lines < 80, "examples/keep_endpoints.rs has {lines} lines");
 }

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::client::{ReconcileMode, reconcile, reconcile_slices};
+use crate::client::{ReconcileMode, RetryDecision, classify, reconcile, reconcile_slices};
 use crate::slices::SliceRenderer;
 use crate::{
     Client, ManagedBy, NotReadyPolicy, ReconcileAction, Renderer, ServiceInfo, apply_to_live,
@@ -235,8 +235,16 @@ impl ObjectWriter {
                     Some(h) => h.prepare(client, ready, not_ready).await,
                     None => Ok(false),
                 };
-                if let Err(e @ crate::Error::OtherInstance { .. }) = prepared {
-                    return Err(e);
+                match prepared {
+                    Err(e @ crate::Error::OtherInstance { .. }) => return Err(e),
+                    // The ApiServer is unavailable: the Endpoints write would fail too, and a
+                    // daemon testing an outage wants one request per test, not two.
+                    Err(crate::Error::SliceHandOver { source, .. })
+                        if matches!(classify(&source), RetryDecision::Backoff { .. }) =>
+                    {
+                        return Err(*source);
+                    }
+                    _ => {}
                 }
                 let o = reconcile(client, &self.renderer, ready, not_ready, mode).await?;
                 if let Some(h) = handover

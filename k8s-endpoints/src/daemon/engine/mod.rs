@@ -317,7 +317,8 @@ impl Engine {
             .min()
             .unwrap_or(later);
         if outage && due < later {
-            due.max(self.outage_test_at)
+            // The next test goes at its time, whatever the services' own backoffs say.
+            self.outage_test_at
         } else {
             due
         }
@@ -610,20 +611,36 @@ impl Engine {
             return;
         }
         // While the ApiServer is unavailable one reconcile at a time tests it, about once a
-        // second, with a single attempt per request; the other services wait behind it.
+        // second, with a single attempt per request: the service that has waited longest,
+        // whatever its own backoff says; the other services wait behind it.
         let outage = self.outage.is_active();
-        if outage && (!self.reconciles.is_empty() || now < self.outage_test_at) {
-            return;
-        }
+        let test = if outage {
+            if !self.reconciles.is_empty() || now < self.outage_test_at {
+                return;
+            }
+            let waiting = self.services.iter().enumerate();
+            match waiting
+                .filter(|(_, s)| s.dirty && !s.in_flight)
+                .min_by_key(|(_, s)| s.due)
+            {
+                Some((i, _)) => Some(i),
+                None => return,
+            }
+        } else {
+            None
+        };
         for i in 0..self.services.len() {
             if self.reconciles.len() >= MAX_RECONCILES || (outage && !self.reconciles.is_empty()) {
                 // The rest stay due and start as reconciles finish.
                 break;
             }
+            if outage && test != Some(i) {
+                continue;
+            }
             let Some(s) = self.services.get(i) else {
                 continue;
             };
-            if !s.dirty || s.in_flight || s.due > now {
+            if !s.dirty || s.in_flight || (s.due > now && test != Some(i)) {
                 continue;
             }
             if s.selector_owned && !s.force_read {
@@ -691,6 +708,11 @@ impl Engine {
                     result,
                 }
             });
+        }
+        if outage && self.reconciles.is_empty() {
+            // The pick had nothing to send yet (first probes pending, or nothing changed):
+            // look again shortly rather than at once.
+            self.outage_test_at = self.outage_test_at.max(now + Duration::from_millis(100));
         }
     }
 
