@@ -133,3 +133,33 @@ fn a_url_with_a_password_is_an_error_that_does_not_show_it() {
     let text = seed().replacen("url: https://", "url: ftp://admin:hunter2-pw@", 1);
     assert!(!format!("{:?}", errors(&text)).contains("hunter2-pw"));
 }
+
+/// `instance` names the deployment's objects: by default the election name, and only what
+/// a label value can hold.
+#[test]
+fn instance_defaults_to_the_election_name_and_must_be_a_label_value() {
+    let c = load(seed()).unwrap().config;
+    assert_eq!((c.instance.as_str(), c.prune), ("epcheck", false));
+    let named = format!("{}\ninstance: team-a\nprune: true\n", seed());
+    let c = load(&named).unwrap().config;
+    assert_eq!((c.instance.as_str(), c.prune), ("team-a", true));
+    let from_election = format!("{}\nleader_election: {{name: ops.lock}}\n", seed());
+    assert_eq!(load(&from_election).unwrap().config.instance, "ops.lock");
+    let bad = errors(&format!("{}\ninstance: \"a/b\"\n", seed()));
+    assert!(
+        bad.iter()
+            .any(|d| d.key == "instance" && d.message.contains("'/'")),
+        "{bad:?}"
+    );
+    let long = format!(
+        "{}\nleader_election: {{name: {}}}\n",
+        seed(),
+        "x".repeat(70)
+    );
+    let bad = errors(&long);
+    assert!(
+        bad.iter()
+            .any(|d| d.key == "leader_election.name" && d.message.contains("set `instance`")),
+        "{bad:?}"
+    );
+}
