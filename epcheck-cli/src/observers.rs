@@ -19,15 +19,18 @@ use crate::server::Readiness;
 /// label lookup.
 pub struct MetricsObserver {
     metrics: Metrics,
+    /// Whether each target has series of its own (`metrics.per_target`).
+    per_target: bool,
     services: OnceLock<Vec<ServiceMetrics>>,
     targets: OnceLock<Vec<TargetMetrics>>,
 }
 
 impl MetricsObserver {
-    /// Reports into `metrics`.
-    pub fn new(metrics: Metrics) -> Self {
+    /// Reports into `metrics`, with per-target series or without (`metrics.per_target`).
+    pub fn new(metrics: Metrics, per_target: bool) -> Self {
         MetricsObserver {
             metrics,
+            per_target,
             services: OnceLock::new(),
             targets: OnceLock::new(),
         }
@@ -48,10 +51,12 @@ impl Observer for MetricsObserver {
         let mut target_handles = Vec::new();
         for s in services {
             let handles = self.metrics.service(&s.key);
-            for (target, health) in &s.targets {
-                let t = handles.target(&target.name);
-                t.set_health(*health);
-                target_handles.push(t);
+            if self.per_target {
+                for (target, health) in &s.targets {
+                    let t = handles.target(&target.name);
+                    t.set_health(*health);
+                    target_handles.push(t);
+                }
             }
             service_handles.push(handles);
         }
@@ -60,8 +65,9 @@ impl Observer for MetricsObserver {
     }
 
     fn probed(&self, target: TargetRef<'_>, outcome: &ProbeOutcome) {
-        if let Some(t) = self.target(target.index) {
-            t.probe(outcome);
+        // Probe counts and durations are per service either way.
+        if let Some(s) = self.service(target.service) {
+            s.probe(outcome);
         }
     }
 
@@ -211,5 +217,56 @@ impl Observer for ServerObserver {
 
     fn status(&self, status: &Arc<StatusSnapshot>) {
         self.status.send_replace(status.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use probe_core::Target;
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+
+    /// The page after one service of two targets started and one probe came back.
+    fn page(per_target: bool) -> String {
+        let metrics = Metrics::new();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let o = MetricsObserver::new(metrics, per_target);
+        let targets: Vec<Target> = (1..=2u8)
+            .map(|i| Target::new("web", format!("n{i}"), [198, 51, 100, i].into(), 80))
+            .collect();
+        o.started(&[StartedService {
+            key: "web".into(),
+            targets: targets.iter().map(|t| (t.clone(), Health::Up)).collect(),
+        }]);
+        let target = TargetRef {
+            index: 1,
+            service: 0,
+            target: &targets[1],
+        };
+        o.probed(target, &ProbeOutcome::up(Duration::from_millis(1)));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn per_target_series_can_be_turned_off_and_service_series_stay() {
+        let sample = |page: &str, prefix: &str| page.lines().any(|l| l.starts_with(prefix));
+        let with = page(true);
+        assert!(sample(&with, "epcheck_target_up{"), "{with}");
+        assert!(sample(&with, "epcheck_probes_total{"), "{with}");
+        let without = page(false);
+        assert!(!sample(&without, "epcheck_target_up{"), "{without}");
+        assert!(
+            !sample(&without, "epcheck_target_transitions_total{"),
+            "{without}"
+        );
+        assert!(sample(&without, "epcheck_probes_total{"), "{without}");
     }
 }

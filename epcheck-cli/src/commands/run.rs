@@ -101,9 +101,10 @@ pub async fn run(
         }
         None => None,
     };
+    let per_target = config.metrics.per_target;
     let daemon = Daemon::new(config.daemon_spec(), store, client)
         .leadership(election.subscribe(), identity)
-        .observe(Arc::new(MetricsObserver::new(metrics)))
+        .observe(Arc::new(MetricsObserver::new(metrics, per_target)))
         .observe(Arc::new(NotifyObserver::new(notifier)))
         .observe(Arc::new(ServerObserver::new(readiness, status_tx)));
     drop(config);

@@ -312,6 +312,9 @@ pub struct MetricsConfig {
     /// Listen address of the metrics and health server (default `0.0.0.0:9087`, every
     /// interface: the kubelet's probes come to the pod IP); `None` = disabled (`listen: off`).
     pub listen: Option<SocketAddr>,
+    /// `per_target`: export the series of each target (`epcheck_target_up` and its two
+    /// transition counters, three series a target); `false` keeps the service-level ones only.
+    pub per_target: bool,
 }
 
 /// `notify`.

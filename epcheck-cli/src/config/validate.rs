@@ -56,7 +56,7 @@ pub(super) const REDIS_KEYS: &[&str] = &[
 
 pub(super) const FAILSAFE_KEYS: &[&str] = &["mode", "min_targets", "canary"];
 
-pub(super) const METRICS_KEYS: &[&str] = &["listen"];
+pub(super) const METRICS_KEYS: &[&str] = &["listen", "per_target"];
 
 pub(super) const NOTIFY_KEYS: &[&str] = &["script", "webhooks"];
 
@@ -524,7 +524,10 @@ pub(super) fn read_metrics(r: &mut Reader, value: Option<&Value>) -> MetricsConf
             }
         },
     };
-    MetricsConfig { listen }
+    let per_target = r
+        .boolean(get(map, "per_target"), "metrics.per_target")
+        .unwrap_or(true);
+    MetricsConfig { listen, per_target }
 }
 
 /// The variable that may hold webhook `i`'s URL (from a Secret, when it carries a credential).
