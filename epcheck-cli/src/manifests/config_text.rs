@@ -77,6 +77,9 @@ pub(super) fn adapt(text: &str, config: &Config) -> Adapted {
         if let Value::Mapping(top) = &mut expected {
             let mut metrics = Mapping::new();
             metrics.insert("listen".into(), addr.to_string().into());
+            if !config.metrics.per_target {
+                metrics.insert("per_target".into(), false.into());
+            }
             top.shift_remove("metrics");
             top.insert("metrics".into(), Value::Mapping(metrics));
         }
@@ -99,7 +102,8 @@ pub(super) fn adapt(text: &str, config: &Config) -> Adapted {
         };
     }
     let secrets = secret_values(config);
-    let edited = edit_text(text, &removals, listen).map(|t| with_header(&t, &changes));
+    let edited = edit_text(text, &removals, listen, config.metrics.per_target)
+        .map(|t| with_header(&t, &changes));
     let kept = edited.filter(|t| {
         serde_yaml::from_str::<Value>(t).is_ok_and(|v| v == expected)
             && !secrets.iter().any(|s| t.contains(s.as_str()))
@@ -288,7 +292,12 @@ fn remove_value(root: &mut Value, path: &[Seg]) {
 }
 
 /// The edits made on the text; `None` when one of them cannot be made in place.
-fn edit_text(text: &str, removals: &[Removal], listen: Option<SocketAddr>) -> Option<String> {
+fn edit_text(
+    text: &str,
+    removals: &[Removal],
+    listen: Option<SocketAddr>,
+    per_target: bool,
+) -> Option<String> {
     let mut text = text.to_string();
     for r in removals {
         text = remove_entry(&text, &r.path)?;
@@ -303,6 +312,9 @@ fn edit_text(text: &str, removals: &[Removal], listen: Option<SocketAddr>) -> Op
             text.push('\n');
         }
         text.push_str(&format!("metrics:\n  listen: \"{addr}\"\n"));
+        if !per_target {
+            text.push_str("  per_target: false\n");
+        }
     }
     Some(text)
 }

@@ -133,6 +133,19 @@ fn the_metrics_port_comes_from_the_config() {
 }
 
 #[test]
+fn per_target_off_survives_the_listen_rewrite() {
+    let text = format!("{SEED}metrics:\n  listen: \"127.0.0.1:9464\"\n  per_target: false\n");
+    let config = load(&text);
+    let docs = generate(&config, &text);
+    let stored = one(&docs, "ConfigMap")["data"]["config.yaml"]
+        .as_str()
+        .unwrap();
+    let reloaded = load(stored);
+    assert_eq!(reloaded.metrics.listen.unwrap().to_string(), "0.0.0.0:9464");
+    assert!(!reloaded.metrics.per_target, "{stored}");
+}
+
+#[test]
 fn metrics_are_turned_on_for_the_probes() {
     let text = format!("{SEED}metrics: {{listen: \"off\"}}\n");
     let config = load(&text);
