@@ -61,6 +61,11 @@ fn a_password_sent_to_a_server_without_one_is_not_logged() {
             &format!("ipport: {}", redis.address()),
             1,
         );
+    // Never let the reference config's own Redis address through (loopback only).
+    assert!(
+        text.contains(&redis.address()),
+        "the seed's redis block changed:\n{text}"
+    );
     let path = e.write("c.yaml", &text);
     let r = e.run(&["-vvv", "status", "-f", path.to_str().unwrap()]);
     assert!(!r.all().contains(WRONG_PASSWORD), "{}", r.all());
