@@ -13,6 +13,7 @@
 //! | `epcheck_target_up` | gauge (1 up, 0 down or not probed yet) | `service`, `target` |
 //! | `epcheck_probes_total` | counter | `service`, `result` = `up` or a failure kind |
 //! | `epcheck_probe_duration_seconds` | histogram, 0.1 ms – 10 s | `service` |
+//! | `epcheck_probe_slots_skipped_total` | counter (regular probe slots skipped because no probe permit was free in time) | `service` |
 //! | `epcheck_target_transitions_total` | counter | `service`, `target`, `to` = `up`/`down` |
 //! | `epcheck_service_ready_endpoints` | gauge | `service` |
 //! | `epcheck_service_configured_endpoints` | gauge | `service` |
@@ -111,6 +112,7 @@ struct Families {
     target_up: Family<TargetLabels, Gauge>,
     probes: Family<ResultLabels, Counter>,
     probe_duration: HistogramFamily<ServiceLabels>,
+    slots_skipped: Family<ServiceLabels, Counter>,
     transitions: Family<TransitionLabels, Counter>,
     ready: Family<ServiceLabels, Gauge>,
     configured: Family<ServiceLabels, Gauge>,
@@ -148,6 +150,7 @@ impl Metrics {
             target_up: Family::default(),
             probes: Family::default(),
             probe_duration: Family::new_with_constructor(probe_histogram),
+            slots_skipped: Family::default(),
             transitions: Family::default(),
             ready: Family::default(),
             configured: Family::default(),
@@ -199,6 +202,11 @@ impl Metrics {
             "Time one probe took, per service",
             Unit::Seconds,
             f.probe_duration.clone(),
+        );
+        registry.register(
+            "epcheck_probe_slots_skipped",
+            "Regular probe slots skipped because the probes did not keep up (no permit was free before the next slot): raise probe.concurrency or the interval",
+            f.slots_skipped.clone(),
         );
         registry.register(
             "epcheck_target_transitions",
@@ -291,6 +299,7 @@ impl Metrics {
             probes_up: f.probes.get_or_create_owned(&result("up")),
             probes_failed: failed,
             probe_duration: f.probe_duration.get_or_create_owned(&labels),
+            slots_skipped: f.slots_skipped.get_or_create_owned(&labels),
             ready: f.ready.get_or_create_owned(&labels),
             configured: f.configured.get_or_create_owned(&labels),
             updated: f.writes.get_or_create_owned(&result("updated")),
@@ -396,6 +405,7 @@ struct ServiceInner {
     probes_up: Counter,
     probes_failed: [Counter; FailureKind::ALL.len()],
     probe_duration: Histogram,
+    slots_skipped: Counter,
     ready: Gauge,
     configured: Gauge,
     updated: Counter,
@@ -450,6 +460,12 @@ impl ServiceMetrics {
             }
         }
         s.probe_duration.observe(outcome.latency.as_secs_f64());
+    }
+
+    /// Counts `count` regular probe slots of the service's targets skipped for want of a
+    /// permit (`epcheck_probe_slots_skipped_total`).
+    pub fn slots_skipped(&self, count: u32) {
+        self.inner.slots_skipped.inc_by(u64::from(count));
     }
 
     /// Sets `epcheck_service_ready_endpoints` and `epcheck_service_configured_endpoints`.

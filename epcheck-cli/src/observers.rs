@@ -71,6 +71,12 @@ impl Observer for MetricsObserver {
         }
     }
 
+    fn slots_skipped(&self, service: usize, count: u32) {
+        if let Some(s) = self.service(service) {
+            s.slots_skipped(count);
+        }
+    }
+
     fn transition(&self, target: TargetRef<'_>, transition: &Transition, _error: Option<&str>) {
         if let Some(t) = self.target(target.index) {
             t.transition(transition.to);

@@ -1181,3 +1181,54 @@ async fn an_outage_costs_about_one_test_a_second_and_ends_at_once() {
         "every service written {took:?} after the ApiServer came back:\n{log}"
     );
 }
+
+/// Probes that cannot keep up (six exec checks of 200 ms, one at a time, every 500 ms) skip
+/// slots: the skips are counted per service and warned about once (at most once a minute),
+/// naming the setting to raise, and every target still gets probed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_probe_slots_are_counted_and_warned_about_once() {
+    let extra = "  kind: exec\n  concurrency: 1\n  \
+                 exec: {command: [\"/bin/sleep\", \"0.2\"], timeout: 2000}\n";
+    let s = setup(6, extra).await;
+    let all: Vec<String> = s.targets.iter().map(ip_of).collect();
+    let d = Daemon::start(&s.e, &s.config);
+    let addr = d.metrics_addr().await;
+    assert!(
+        d.wait_log("probes do not keep up", Duration::from_secs(10))
+            .await,
+        "{}",
+        d.log()
+    );
+    assert!(
+        until_ready(&s.api, &all, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, scrape) = http_get(&addr, "/metrics").await;
+    let skipped = sample(
+        &scrape,
+        "epcheck_probe_slots_skipped_total{service=\"web\"}",
+    )
+    .unwrap_or(0.0);
+    let probes = sample(
+        &scrape,
+        "epcheck_probes_total{service=\"web\",result=\"up\"}",
+    )
+    .unwrap_or(0.0);
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+    // About 2.4 × the probes that fit were asked for: more than half the slots were skipped.
+    assert!(
+        skipped >= probes,
+        "skipped {skipped}, probed {probes}\n{scrape}"
+    );
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("probes do not keep up"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("probe.concurrency"), "{log}");
+}

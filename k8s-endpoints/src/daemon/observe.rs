@@ -46,6 +46,10 @@ pub trait Observer: Send + Sync {
     /// A probe of `target` finished.
     fn probed(&self, target: TargetRef<'_>, outcome: &ProbeOutcome) {}
 
+    /// `count` regular probe slots of a target of `service` passed while its probe waited for
+    /// a permit, and were skipped: the probes do not keep up (probe-core's scheduler, rule 7).
+    fn slots_skipped(&self, service: usize, count: u32) {}
+
     /// `target` changed health (rise/fall passed, or its first probe decided), with the last
     /// probe's error.
     fn transition(&self, target: TargetRef<'_>, transition: &Transition, error: Option<&str>) {}
@@ -119,6 +123,9 @@ impl Observer for Observers {
     }
     fn probed(&self, target: TargetRef<'_>, outcome: &ProbeOutcome) {
         self.0.iter().for_each(|o| o.probed(target, outcome));
+    }
+    fn slots_skipped(&self, service: usize, count: u32) {
+        self.0.iter().for_each(|o| o.slots_skipped(service, count));
     }
     fn transition(&self, target: TargetRef<'_>, transition: &Transition, error: Option<&str>) {
         self.0

@@ -7,12 +7,12 @@
 //! For a target with [`ScheduleOptions`] `interval` *I*, `fast_interval` *F*, `jitter` *j* and
 //! `timeout` *T*, and `rise`/`fall` from its tracker:
 //!
-//! 1. **Phase.** The targets that are probed (every check but [`Check::Static`]) are numbered in
-//!    the order they were [added](Scheduler::add), `r = 0 … N−1`. Target `r` gets the phase
-//!    `φ = j·I · (r + u) / N`, with `u` uniform in `[0, 1)`: one random point in each of `N` equal
-//!    strata of the window `[0, j·I)`. So the first round starts within `j·I` of
-//!    [`run`](Scheduler::run) (the daemon's readiness and fail-safe wait for it), and any stretch
-//!    of `w` holds at most about `w·N / (j·I) + 1` first probes: no burst.
+//! 1. **Phase.** The window `[0, j·I)` is cut into `N` equal strata, one per target that is
+//!    probed (every check but [`Check::Static`]); the strata are dealt to the targets in a random
+//!    order, and each target's phase `φ` is a uniform point in its stratum. So the first round
+//!    starts within `j·I` of [`run`](Scheduler::run) (the daemon's readiness and fail-safe wait
+//!    for it), any stretch of `w` holds at most about `w·N / (j·I) + 1` first probes (no burst),
+//!    and any stretch holds every service's targets in proportion (rule 7).
 //! 2. **Regular probes** fall due on a fixed grid, `t0 + φ + k·I` (`t0` = start of `run`). The
 //!    grid never drifts: slow probes, confirmations and waiting for a permit do not move it. A
 //!    slot that passes while the target waits for a permit, or that comes while the target has
@@ -32,8 +32,17 @@
 //!    observation, dropping one would hide packet loss, and the rise/fall rule already keeps a
 //!    single late result from turning a state.
 //! 6. **Concurrency.** At most `concurrency` probes are in flight over all targets. A probe that
-//!    falls due without a free permit waits in a first-in-first-out queue and starts the moment
-//!    one frees; a hanging target holds one permit until its timeout and never delays the others.
+//!    falls due without a free permit waits in a queue and starts the moment one frees (in the
+//!    order of rule 7); a hanging target holds one permit until its timeout and never delays the
+//!    others.
+//! 7. **Fair under overload.** The queue of rule 6 is ordered by when each target *ought* to be
+//!    probed judged by its latest probe: its latest start plus `I` (plus `F` for a confirmation;
+//!    its first slot before any probe), earliest first. When the probes cannot keep up, a target
+//!    whose slot was skipped last round is thus first in line this round, and every target (and
+//!    so every service) loses about the same share of its slots; a first-in-first-out queue
+//!    would serve the targets early in the window first every round and skip the same late ones
+//!    over and over. Each skipped slot is reported in [`ProbeEvent::skipped_slots`] of the
+//!    target's next probe, so the receiver can count it and say which setting to raise.
 //!
 //! Hence, from the moment a backend breaks: one that refuses is down within
 //! `I + (fall−1)·F` (plus its probes' latency); one that drops packets within
@@ -80,6 +89,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use rand::seq::SliceRandom;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -170,6 +180,9 @@ pub struct ProbeEvent {
     pub started: Instant,
     /// When the result was fed to the tracker.
     pub finished: Instant,
+    /// Regular slots of this target that passed while this probe waited for a permit, and so
+    /// were skipped (rule 2): non-zero only when probes cannot keep up (rule 7).
+    pub skipped_slots: u32,
     /// The target's tracker after this result: state, consecutive counts, `since`, rise, fall.
     pub tracker: HealthTracker,
     /// The transition this result caused, if any (an event to log, count, store and notify).
@@ -363,15 +376,19 @@ fn timetables(entries: Vec<Entry>, shards: usize, t0: Instant) -> Vec<Timetable>
         .count()
         .max(1);
     let mut rng = rand::rng();
+    // Strata in a random order, so that any stretch of the window holds every service's targets
+    // in proportion (rule 7).
+    let mut strata: Vec<usize> = (0..probed).collect();
+    strata.shuffle(&mut rng);
+    let mut strata = strata.into_iter();
     let mut inits: Vec<Vec<SlotInit>> = (0..shards).map(|_| Vec::new()).collect();
-    let mut rank = 0usize;
     for (i, entry) in entries.into_iter().enumerate() {
         let phase = if matches!(*entry.check, Check::Static) {
             Duration::ZERO
         } else {
             let window = entry.opts.interval.mul_f64(entry.opts.jitter);
+            let rank = strata.next().unwrap_or(0);
             let stratum = (rank as f64 + rng.random::<f64>()) / probed as f64;
-            rank += 1;
             window.mul_f64(stratum.min(1.0))
         };
         let init = SlotInit {
@@ -418,7 +435,7 @@ mod tests {
     }
 
     #[test]
-    fn phases_fall_in_their_strata_and_shards_are_dealt_round_robin() {
+    fn phases_fill_every_stratum_and_shards_are_dealt_round_robin() {
         let opts = ScheduleOptions {
             interval: Duration::from_secs(1),
             jitter: 0.5,
@@ -440,10 +457,11 @@ mod tests {
         let t0 = Instant::now();
         let mut tables = timetables(entries, 2, t0);
         assert_eq!(tables.len(), 2);
-        // Nine probed targets over a 500 ms window: one per 55.5 ms stratum, in the order added.
+        // Nine probed targets over a 500 ms window: one per 55.5 ms stratum, in a random order.
         let mut firsts: Vec<_> = tables.iter_mut().flat_map(Timetable::firsts).collect();
         firsts.sort();
-        let ids: Vec<_> = firsts.iter().map(|(_, id)| id.index()).collect();
+        let mut ids: Vec<_> = firsts.iter().map(|(_, id)| id.index()).collect();
+        ids.sort_unstable();
         assert_eq!(ids, [0, 1, 2, 4, 5, 6, 7, 8, 9]);
         let stratum = Duration::from_secs(1).mul_f64(0.5) / 9;
         for (rank, (first, _)) in firsts.iter().enumerate() {

@@ -93,6 +93,7 @@ fn launch<P: Probe>(
             idx: launch.idx,
             target: launch.target,
             started: launch.started,
+            skipped: launch.skipped,
             outcome,
         }
     }

@@ -2,7 +2,7 @@
 //! synchronous logic driven by the shard's loop (no clock reads, no I/O).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub(super) struct Launch {
     pub(super) check: Arc<Check>,
     pub(super) timeout: Duration,
     pub(super) started: Instant,
+    /// Regular slots that passed while this probe waited for a permit (rule 2).
+    pub(super) skipped: u32,
 }
 
 /// A probe that finished.
@@ -43,6 +45,7 @@ pub(super) struct Done {
     pub(super) idx: usize,
     pub(super) target: Target,
     pub(super) started: Instant,
+    pub(super) skipped: u32,
     pub(super) outcome: ProbeOutcome,
 }
 
@@ -96,6 +99,19 @@ impl Slot {
         self.last_start.map(|s| s + self.opts.fast_interval)
     }
 
+    /// When this target ought to be probed, judged by its latest probe: `fast_interval` after
+    /// it while a confirmation is due, `interval` after it otherwise, and its first slot before
+    /// any probe. Orders the queue of probes waiting for a permit (rule 7).
+    fn wanted(&self, now: Instant) -> Instant {
+        let Some(last) = self.last_start else {
+            return self.next_regular.min(now);
+        };
+        match self.fast_due() {
+            Some(fast) if fast <= now => fast,
+            _ => last + self.opts.interval,
+        }
+    }
+
     fn due(&self) -> Instant {
         match self.fast_due() {
             Some(fast) => fast.min(self.next_regular),
@@ -104,15 +120,20 @@ impl Slot {
     }
 }
 
-/// The first slot of the grid `slot + k × interval` (k ≥ 0) that is later than `now`.
-fn next_slot_after(slot: Instant, interval: Duration, now: Instant) -> Instant {
+/// How many slots of the grid `slot + k × interval` (k ≥ 0) are not later than `now`.
+fn slots_passed(slot: Instant, interval: Duration, now: Instant) -> u32 {
     if slot > now {
-        return slot;
+        return 0;
     }
     let behind = now.duration_since(slot).as_nanos();
     // `interval` is at least 1 ms (sanitized), so no division by zero.
     let k = behind / interval.as_nanos().max(1) + 1;
-    slot + interval.saturating_mul(u32::try_from(k).unwrap_or(u32::MAX))
+    u32::try_from(k).unwrap_or(u32::MAX)
+}
+
+/// The first slot of the grid `slot + k × interval` (k ≥ 0) that is later than `now`.
+fn next_slot_after(slot: Instant, interval: Duration, now: Instant) -> Instant {
+    slot + interval.saturating_mul(slots_passed(slot, interval, now))
 }
 
 /// The targets of one shard, their timer heap and the queue of probes waiting for a permit.
@@ -121,7 +142,8 @@ pub(super) struct Timetable {
     slots: Vec<Slot>,
     /// `(due, slot index, generation)`, earliest first.
     heap: BinaryHeap<Reverse<(Instant, usize, u32)>>,
-    ready: VecDeque<usize>,
+    /// Probes waiting for a permit, `(wanted, slot index)`: the longest overdue first (rule 7).
+    ready: BinaryHeap<Reverse<(Instant, usize)>>,
     statics: Vec<usize>,
 }
 
@@ -132,7 +154,7 @@ impl Timetable {
         let mut table = Self {
             slots: Vec::with_capacity(inits.len()),
             heap: BinaryHeap::with_capacity(inits.len()),
-            ready: VecDeque::new(),
+            ready: BinaryHeap::new(),
             statics: Vec::new(),
         };
         for init in inits {
@@ -174,6 +196,7 @@ impl Timetable {
                     outcome: ProbeOutcome::up(Duration::ZERO),
                     started: now,
                     finished: now,
+                    skipped_slots: 0,
                     tracker: slot.tracker.clone(),
                     transition,
                 }
@@ -231,21 +254,23 @@ impl Timetable {
             let fast = slot.fast_due().is_some_and(|t| t <= now);
             if (regular || fast) && slot.in_flight < slot.limit() {
                 slot.queued = true;
-                self.ready.push_back(idx);
+                self.ready.push(Reverse((slot.wanted(now), idx)));
             } else {
                 self.schedule(idx);
             }
         }
     }
 
-    /// Takes the first probe waiting for a permit and marks it started at `now`.
+    /// Takes the probe that waited longest for a permit, judged by its target's latest probe
+    /// (rule 7), and marks it started at `now`.
     pub(super) fn start_next(&mut self, now: Instant) -> Option<Launch> {
-        let idx = self.ready.pop_front()?;
+        let Reverse((_, idx)) = self.ready.pop()?;
         let slot = &mut self.slots[idx];
         slot.queued = false;
         slot.in_flight = slot.in_flight.saturating_add(1);
         slot.last_start = Some(now);
         // Regular slots that passed while waiting for a permit are skipped, not made up.
+        let skipped = slots_passed(slot.next_regular, slot.opts.interval, now);
         slot.next_regular = next_slot_after(slot.next_regular, slot.opts.interval, now);
         let launch = Launch {
             idx,
@@ -253,6 +278,7 @@ impl Timetable {
             check: Arc::clone(&slot.check),
             timeout: slot.opts.timeout,
             started: now,
+            skipped,
         };
         self.schedule(idx);
         Some(launch)
@@ -270,6 +296,7 @@ impl Timetable {
             outcome: done.outcome,
             started: done.started,
             finished: now,
+            skipped_slots: done.skipped,
             tracker: slot.tracker.clone(),
             transition,
         };
@@ -332,6 +359,7 @@ mod tests {
             idx: l.idx,
             target: l.target,
             started: l.started,
+            skipped: l.skipped,
             outcome,
         }
     }

@@ -167,6 +167,35 @@ impl Bursts {
     }
 }
 
+/// Least time between two warnings about skipped probe slots.
+pub(super) const SKIPS_EVERY: Duration = Duration::from_secs(60);
+
+/// Probe slots skipped because the probes do not keep up: counted, and warned about at the
+/// first skip, then at most once every [`SKIPS_EVERY`].
+#[derive(Debug, Default)]
+pub(super) struct Skips {
+    /// Skipped since the last warning.
+    pending: u64,
+    last_warning: Option<Instant>,
+}
+
+impl Skips {
+    /// Counts `count` skipped slots at `now`; returns how many to warn about (those since the
+    /// last warning) when a warning is due.
+    pub(super) fn record(&mut self, count: u32, now: Instant) -> Option<u64> {
+        self.pending = self.pending.saturating_add(u64::from(count));
+        if self.pending == 0
+            || self
+                .last_warning
+                .is_some_and(|at| now.duration_since(at) < SKIPS_EVERY)
+        {
+            return None;
+        }
+        self.last_warning = Some(now);
+        Some(std::mem::take(&mut self.pending))
+    }
+}
+
 fn summarize(key: &str, w: &Window) {
     if w.quiet_up + w.quiet_down > 0 {
         tracing::warn!(
@@ -196,6 +225,19 @@ mod tests {
         // A second later the window starts again.
         assert!(b.allow(0, "web", Health::Up, t0 + Duration::from_secs(1)));
         assert_eq!(b.services[0].quiet_down, 0);
+    }
+
+    #[test]
+    fn skipped_slots_are_warned_about_at_once_then_once_a_minute() {
+        let mut s = Skips::default();
+        let t0 = Instant::now();
+        assert_eq!(s.record(0, t0), None);
+        assert_eq!(s.record(3, t0), Some(3));
+        assert_eq!(s.record(5, t0 + Duration::from_secs(30)), None);
+        assert_eq!(s.record(1, t0 + Duration::from_secs(59)), None);
+        assert_eq!(s.record(2, t0 + SKIPS_EVERY), Some(8));
+        assert_eq!(s.record(0, t0 + 2 * SKIPS_EVERY), None);
+        assert_eq!(s.record(1, t0 + 2 * SKIPS_EVERY), Some(1));
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub struct Engine {
     first_round: events::FirstRound,
     /// Each service's transitions of the current second, so that a burst is one line.
     bursts: events::Bursts,
+    /// Probe slots skipped for want of a permit, warned about once a minute at most.
+    skips: events::Skips,
     /// The store outlives this process, so target records are worth saving
     /// ([`StateStore::durable`]).
     durable: bool,
@@ -191,6 +193,7 @@ impl Engine {
             outage_test_at: now,
             first_round,
             bursts,
+            skips: events::Skips::default(),
             durable,
         }
     }
@@ -336,6 +339,20 @@ impl Engine {
         };
         let was_unknown = slot.health == Health::Unknown;
         let success = ev.outcome.up;
+        if ev.skipped_slots > 0 {
+            self.observers.slots_skipped(slot.service, ev.skipped_slots);
+            if let Some(skipped) = self.skips.record(ev.skipped_slots, Instant::now()) {
+                tracing::warn!(
+                    skipped,
+                    concurrency = self.spec.concurrency,
+                    interval_ms = self.spec.interval.as_millis() as u64,
+                    "probes do not keep up: {skipped} regular probe slots were skipped (since the \
+                     last such warning) because no probe permit was free before the next slot; \
+                     every service loses about the same share. Raise probe.concurrency or the \
+                     interval (epcheck_probe_slots_skipped_total counts them per service)"
+                );
+            }
+        }
         self.observers.probed(
             TargetRef {
                 index: id,
