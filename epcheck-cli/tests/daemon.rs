@@ -700,25 +700,13 @@ async fn a_failing_canary_holds_every_write() {
 
 /// GETs `path` from `addr` with a plain HTTP/1.1 request; returns (status, body).
 pub(crate) async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    http_get_accept(addr, path, "text/plain").await
+}
+
+/// [`http_get`] with this `Accept` header; a chunked body is decoded.
+pub(crate) async fn http_get_accept(addr: &str, path: &str, accept: &str) -> (u16, String) {
+    let answer = fixtures::http::get(addr, path, accept).await.unwrap();
+    (answer.status, answer.body)
 }
 
 /// The value of the sample `name{labels}` in a Prometheus text scrape.

@@ -568,17 +568,10 @@ fn env_u64(key: &str) -> Option<u64> {
 
 /// `GET /metrics` with a plain HTTP/1.1 request; `None` on any failure.
 async fn scrape(addr: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let req = format!(
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(req.as_bytes()).await.ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    let answer = fixtures::http::get(addr, "/metrics", "text/plain")
+        .await
+        .ok()?;
+    (answer.status == 200).then_some(answer.body)
 }
 
 /// Scrapes `/metrics` every 50 ms and samples the process every 500 ms until `stop` is set.

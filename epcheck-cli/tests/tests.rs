@@ -13,6 +13,7 @@ mod once;
 mod plan;
 mod probe;
 mod prune;
+mod scrape;
 mod secrets;
 mod slices;
 mod ux;

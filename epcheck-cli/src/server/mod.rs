@@ -56,7 +56,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{ACCEPT, ALLOW, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -66,7 +66,7 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
-pub use exposition::Format;
+pub use exposition::{Body, Format};
 pub use readiness::Readiness;
 pub use status::{ServiceStatus, StatusSnapshot, StatusSource, TargetStatus};
 
@@ -116,6 +116,8 @@ pub struct HttpState {
     pub readiness: Readiness,
     /// Where `/status` gets its document.
     pub status: Arc<dyn StatusSource>,
+    /// The scrapes being encoded (at most [`exposition::MAX_SCRAPES`] at once).
+    pub scrapes: exposition::Scrapes,
 }
 
 impl HttpState {
@@ -129,6 +131,7 @@ impl HttpState {
             registry,
             readiness,
             status,
+            scrapes: exposition::Scrapes::default(),
         }
     }
 }
@@ -262,7 +265,7 @@ async fn connection(
 }
 
 /// Answers one request; never fails, never panics.
-fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Full<Bytes>> {
+fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
     let path = req.uri().path();
     if !matches!(path, "/metrics" | "/healthz" | "/readyz" | "/status") {
         return reply(StatusCode::NOT_FOUND, TEXT_PLAIN, "not found\n");
@@ -281,14 +284,17 @@ fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Full<Bytes>> {
         "/metrics" => {
             let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
             let format = Format::negotiate(accept);
-            match exposition::render(&state.registry, format) {
-                Ok(body) => reply(StatusCode::OK, format.content_type(), body),
-                Err(_) => reply(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    TEXT_PLAIN,
-                    "encoding the metrics failed\n",
-                ),
+            if req.method() == Method::HEAD {
+                return reply(StatusCode::OK, format.content_type(), Bytes::new());
             }
+            // Streamed in chunks (`exposition`): the page is never held whole.
+            let body = exposition::stream(Arc::clone(&state.registry), format, &state.scrapes);
+            let mut resp = Response::new(body);
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            );
+            resp
         }
         "/healthz" => reply(StatusCode::OK, TEXT_PLAIN, "ok\n"),
         "/readyz" => {
@@ -313,12 +319,9 @@ fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Full<Bytes>> {
     }
 }
 
-fn reply(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body.into()));
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let body = Full::new(body.into()).map_err(|never| match never {});
+    let mut resp = Response::new(BodyExt::boxed_unsync(body));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -92,25 +92,10 @@ async fn start() -> Server {
 /// Sends `head` (request line and headers, without the final blank line) with
 /// `Connection: close` and returns (status, headers, body).
 async fn send(addr: SocketAddr, head: &str) -> (u16, String, String) {
-    let mut stream = match TcpStream::connect(addr).await {
-        Ok(s) => s,
-        Err(e) => panic!("connect {addr}: {e}"),
-    };
-    let request = format!("{head}\r\nHost: test\r\nConnection: close\r\n\r\n");
-    if let Err(e) = stream.write_all(request.as_bytes()).await {
-        panic!("write: {e}");
+    match fixtures::http::send(&addr.to_string(), head).await {
+        Ok(a) => (a.status, a.head, a.body),
+        Err(e) => panic!("no complete answer to {head:?}: {e}"),
     }
-    let mut raw = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw)).await;
-    assert!(matches!(read, Ok(Ok(_))), "no complete answer to {head:?}");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = headers
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, headers.to_ascii_lowercase(), body.to_owned())
 }
 
 async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
