@@ -6,8 +6,10 @@
 //! ```
 //!
 //! Options after `--`: `--targets N` (10,000), `--duration S` (60: the steady window, and the
-//! reference loop's total measured time), `--flips N` (50 per kind), `--jitter F` (the daemon's
-//! default when absent), `--quick` (2,000 targets, 20 s, 10 flips: a smoke run). The binary is
+//! reference loop's total measured time), `--flips N` (50 per kind; 0 for none), `--jitter F`
+//! (the daemon's default when absent), `--concurrency N` (`probe.concurrency`, 1,024),
+//! `--outage S` (after the flips, the stand-in answers every request with 500 for S seconds
+//! while two backends break), `--quick` (2,000 targets, 20 s, 10 flips: a smoke run). The binary is
 //! `target/release/epcheck` of this workspace, or `EPCHECK_BIN`. With `EPCHECK_BENCH_KEEP_LOG=F`
 //! the daemon's log is copied to `F` at the end; with `EPCHECK_BENCH_WRAP="perf record -o F --"`
 //! the daemon runs under that command (for a profile; the figures then mean little).
@@ -29,6 +31,11 @@
 //! steady window (CPU, memory, probes, probe start times, ApiServer requests) → flips (live
 //! backends start refusing / dropping packets, one after another, then come back) → SIGTERM →
 //! reference (second half) → the table. Every figure is printed next to its SPEC §11 target.
+//! A second table gives the figures of issue 21: each service's share of the probes in the
+//! steady window (fair under overload), the peak RSS one `/metrics` scrape adds (the peak is
+//! reset through `/proc/<pid>/clear_refs` first), the log lines of the start, and, with
+//! `--outage`, the requests and log lines of the outage and how soon after it the changes
+//! were written.
 
 use std::collections::{BTreeMap, HashMap};
 use std::error::Error;
@@ -46,7 +53,7 @@ use epcheck_benches::daemon::process::{
 use epcheck_benches::daemon::reference::{self, LoopResult, LoopSettings};
 use epcheck_benches::daemon::scrape;
 use epcheck_benches::daemon::stats::{Spread, median, quantile};
-use fixtures::apiserver::{ApiServer, Permissions, RecordedRequest, Resource};
+use fixtures::apiserver::{ApiServer, Fault, FaultRule, Permissions, RecordedRequest, Resource};
 use fixtures::targets::{ListenerGroup, MemberMode};
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
@@ -71,6 +78,9 @@ struct Options {
     duration: Duration,
     flips: usize,
     jitter: Option<f64>,
+    concurrency: Option<usize>,
+    /// Seconds of ApiServer outage after the flips (`--outage S`).
+    outage: Option<Duration>,
 }
 
 fn options(args: &[String]) -> Result<Options> {
@@ -79,6 +89,8 @@ fn options(args: &[String]) -> Result<Options> {
         duration: Duration::from_secs(60),
         flips: 50,
         jitter: None,
+        concurrency: None,
+        outage: None,
     };
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
@@ -98,10 +110,12 @@ fn options(args: &[String]) -> Result<Options> {
             "--duration" => o.duration = Duration::from_secs_f64(value("--duration")?),
             "--flips" => o.flips = value("--flips")? as usize,
             "--jitter" => o.jitter = Some(value("--jitter")?),
+            "--concurrency" => o.concurrency = Some(value("--concurrency")? as usize),
+            "--outage" => o.outage = Some(Duration::from_secs_f64(value("--outage")?)),
             other => {
                 return Err(format!(
                     "unknown option {other}; use --targets N, --duration S, --flips N, \
-                     --jitter F or --quick"
+                     --jitter F, --concurrency N, --outage S or --quick"
                 )
                 .into());
             }
@@ -187,6 +201,9 @@ async fn bench(o: Options) -> Result<()> {
     let layout = Layout::new(o.targets, PER_SERVICE);
     let settings = DaemonSettings {
         jitter: o.jitter,
+        concurrency: o
+            .concurrency
+            .unwrap_or(DaemonSettings::default().concurrency),
         ..DaemonSettings::default()
     };
     let ticks = clock_ticks();
@@ -273,11 +290,22 @@ async fn bench(o: Options) -> Result<()> {
     );
     // Let the start-up writes and the first regular rounds settle.
     tokio::time::sleep(settings.interval * 2).await;
+    // The start, logged: every line until here.
+    let startup_log_lines = count_lines(&log_path);
 
     println!("steady window ({} s) ...", o.duration.as_secs());
     let steady = steady_window(&api, &group, &layout, pid, &metrics, &settings, &o, ticks).await?;
 
-    let kinds = flips(&api, &group, &layout, &settings, o.flips, &clock, &log_path).await?;
+    let scrape = scrape_rise(pid, &metrics).await?;
+    let kinds = if o.flips == 0 {
+        Vec::new()
+    } else {
+        flips(&api, &group, &layout, &settings, o.flips, &clock, &log_path).await?
+    };
+    let outage = match o.outage {
+        Some(secs) => Some(outage(&api, &group, &layout, secs, &log_path).await?),
+        None => None,
+    };
     let peak = sample(pid, ticks)?;
     let stop = tokio::task::spawn_blocking(move || {
         // A profiler wrapping the daemon needs time to write its data after the daemon exits.
@@ -304,6 +332,7 @@ async fn bench(o: Options) -> Result<()> {
     report(
         &layout, &settings, &o, &steady, &kinds, &first, &second, &peak, converged, shutdown,
     );
+    report_scale(&layout, &steady, startup_log_lines, scrape, outage.as_ref());
     if let Ok(g) = Arc::try_unwrap(group) {
         g.stop().await;
     }
@@ -472,6 +501,10 @@ struct Steady {
     /// Probes in the window that took longer than 10 ms, 100 ms and 250 ms (the daemon's
     /// `epcheck_probe_duration_seconds`, the hanging targets' included).
     slow: [f64; 3],
+    /// Probes of each service's accepting targets in the window, over the mean: min and max.
+    service_share: (f64, f64),
+    /// `epcheck_probe_slots_skipped_total` over the window.
+    skipped: f64,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -625,6 +658,9 @@ async fn steady_window(
         read_bursts,
         reads_per_service: rps,
         slow: [slower("0.01"), slower("0.1"), slower("0.25")],
+        service_share: service_share(layout, &acc0, &acc1),
+        skipped: scrape::sum(&after, "epcheck_probe_slots_skipped_total")
+            - scrape::sum(&before, "epcheck_probe_slots_skipped_total"),
     })
 }
 
@@ -1205,4 +1241,162 @@ fn report(
         loop_cpu,
         (first.round_secs + second.round_secs) / 2.0 * 1e3
     );
+}
+
+/// Probes (accepts) of each service's accepting targets between `acc0` and `acc1`, over the
+/// mean of the services: (min, max).
+fn service_share(layout: &Layout, acc0: &[u64], acc1: &[u64]) -> (f64, f64) {
+    let per_service: Vec<f64> = (0..layout.services)
+        .map(|s| {
+            (0..layout.per_service)
+                .filter(|&t| layout.initial_mode(t) == MemberMode::Accepting)
+                .map(|t| {
+                    let i = layout.index(s, t);
+                    acc1[i].saturating_sub(acc0[i]) as f64
+                })
+                .sum()
+        })
+        .collect();
+    let mean = per_service.iter().sum::<f64>() / per_service.len().max(1) as f64;
+    if mean <= 0.0 {
+        return (0.0, 0.0);
+    }
+    let min = per_service.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = per_service.iter().copied().fold(0.0, f64::max);
+    (min / mean, max / mean)
+}
+
+fn count_lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+/// One `/metrics` scrape (Prometheus text) and how much it raised the daemon's peak RSS: the
+/// peak (VmHWM) is reset through `/proc/<pid>/clear_refs` just before. Returns (page bytes,
+/// rise in KiB); `None` when the peak cannot be reset here.
+async fn scrape_rise(pid: u32, metrics: &str) -> Result<Option<(usize, u64)>> {
+    if std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_err() {
+        return Ok(None);
+    }
+    let before = sample(pid, 100.0)?.hwm_kib;
+    let page = scrape::get(metrics, "/metrics").await?;
+    let after = sample(pid, 100.0)?.hwm_kib;
+    Ok(Some((page.len(), after.saturating_sub(before))))
+}
+
+/// What an ApiServer outage cost.
+struct Outage {
+    secs: f64,
+    /// Requests that reached the stand-in during the outage (every one answered 500).
+    requests: usize,
+    /// Lines the daemon logged during the outage.
+    log_lines: usize,
+    /// From the ApiServer's return until both services changed during the outage were written.
+    converged: Option<Duration>,
+}
+
+/// The stand-in answers every request with 500 for `secs`; meanwhile one backend of each of
+/// the first two services starts refusing. Counts the requests and log lines of the outage and
+/// the time from its end until both removals are written, then heals the backends.
+async fn outage(
+    api: &ApiServer,
+    group: &ListenerGroup,
+    layout: &Layout,
+    secs: Duration,
+    log_path: &Path,
+) -> Result<Outage> {
+    println!("ApiServer outage ({} s) ...", secs.as_secs());
+    let victims: Vec<(usize, usize)> = (0..2.min(layout.services)).map(|s| (s, 0)).collect();
+    api.push_fault(FaultRule::new(Fault::Status500).always());
+    let start = Instant::now();
+    let lines0 = count_lines(log_path);
+    for &(s, t) in &victims {
+        group
+            .set_mode(layout.index(s, t), MemberMode::Refusing)
+            .await?;
+    }
+    tokio::time::sleep(secs).await;
+    let requests = api
+        .requests()
+        .iter()
+        .filter(|r| r.at.into_std() >= start)
+        .count();
+    let log_lines = count_lines(log_path) - lines0;
+    api.clear_faults();
+    let back = Instant::now();
+    let mut converged = None;
+    while back.elapsed() < Duration::from_secs(60) {
+        let removed = victims.iter().all(|&(s, t)| {
+            api.get_object(Resource::Endpoints, NAMESPACE, &layout.service(s))
+                .is_some_and(|o| !ips_of(&o, "addresses").contains(&layout.ip(s, t).to_string()))
+        });
+        if removed {
+            converged = Some(back.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for &(s, t) in &victims {
+        group
+            .set_mode(layout.index(s, t), MemberMode::Accepting)
+            .await?;
+    }
+    Ok(Outage {
+        secs: (back - start).as_secs_f64(),
+        requests,
+        log_lines,
+        converged,
+    })
+}
+
+/// The figures of issue 21: fairness under overload, the cost of a scrape, logs by event and
+/// the outage budget.
+fn report_scale(
+    layout: &Layout,
+    steady: &Steady,
+    startup_log_lines: usize,
+    scrape: Option<(usize, u64)>,
+    outage: Option<&Outage>,
+) {
+    println!();
+    println!("== at scale (issue 21)");
+    let (lo, hi) = steady.service_share;
+    println!(
+        "probes per service over the mean, steady window: {lo:.3} .. {hi:.3} (target 0.9 .. 1.1: {}); \
+         {:.0} slots skipped (epcheck_probe_slots_skipped_total), {:.0} probes",
+        verdict(lo >= 0.9 && hi <= 1.1),
+        steady.skipped,
+        steady.probes
+    );
+    match scrape {
+        Some((page, rise)) => println!(
+            "one /metrics scrape (text): page {:.1} MB, peak RSS rose {:.2} MiB \
+             (target <= 5 MiB at 50,000 targets: {})",
+            page as f64 / 1e6,
+            mib(rise),
+            verdict(rise <= 5 * 1024)
+        ),
+        None => println!("one /metrics scrape: the peak RSS could not be reset (clear_refs)"),
+    }
+    println!(
+        "log lines from exec until two intervals after every object was written: {startup_log_lines} for {} services \
+         (target at 100,000 targets in 1,000 services: <= 1,100: {})",
+        layout.services,
+        verdict(startup_log_lines <= layout.services + 100)
+    );
+    if let Some(o) = outage {
+        println!(
+            "ApiServer outage of {:.1} s: {} requests ({:.2}/s; target about 1/s: {}), {} log lines; \
+             both changed services written {} after it ended (target <= 3 s: {})",
+            o.secs,
+            o.requests,
+            o.requests as f64 / o.secs,
+            verdict(o.requests as f64 / o.secs <= 1.5),
+            o.log_lines,
+            o.converged.map_or_else(
+                || "NOT within 60 s".to_owned(),
+                |d| format!("{} ms", d.as_millis())
+            ),
+            verdict(o.converged.is_some_and(|d| d <= Duration::from_secs(3)))
+        );
+    }
 }
