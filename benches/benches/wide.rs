@@ -14,6 +14,7 @@
 //! stand-in ApiServer on loopback; once every Endpoints object is written and two intervals
 //! have passed, the lines it logged are counted, then its peak RSS (VmHWM) is reset through
 //! `/proc/<pid>/clear_refs` and one scrape in each format is made, each measured from a reset.
+//! With `EPCHECK_BENCH_KEEP_LOG=F` the daemon's log of the last size is copied to `F`.
 
 use std::error::Error;
 use std::path::Path;
@@ -165,6 +166,9 @@ async fn measure(targets: usize) -> Result<Figures> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     daemon.terminate(Duration::from_secs(10));
+    if let Some(keep) = std::env::var_os("EPCHECK_BENCH_KEEP_LOG") {
+        std::fs::copy(&log_path, &keep)?;
+    }
     api.shutdown().await;
     Ok(Figures {
         targets: layout.targets(),

@@ -232,6 +232,10 @@ async fn a_failing_target_leaves_within_the_bound_and_returns_after_rise() {
     let (code, _, log) = d.terminate().await;
     assert_eq!(code, Some(0), "{log}");
     assert!(!log.contains(TOKEN));
+    // The start's write is in the start's summary; each later write is a line of its own.
+    let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(lines("first reconcile of every service done"), 1, "{log}");
+    assert_eq!(lines("endpoints written"), 2, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1094,6 +1098,8 @@ async fn logs_follow_events_not_targets() {
     assert_eq!(lines("loopback address"), 1, "{log}");
     assert!(log.contains("50 findings of one kind"), "{log}");
     assert_eq!(lines("first probes"), 1, "{log}");
+    // The start's writes are one line, the later ones one each.
+    assert_eq!(lines("first reconcile of every service done"), 1, "{log}");
     assert!(
         log.lines()
             .any(|l| l.contains("first probes") && l.contains("up=45") && l.contains("down=5")),

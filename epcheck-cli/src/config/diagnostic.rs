@@ -108,44 +108,68 @@ pub fn log_warnings(warnings: &[Diagnostic], file: &Path) {
     }
 }
 
-/// The lines [`log_warnings`] logs.
+/// The lines [`log_warnings`] logs: a warning of a kind that repeats (one per target), or the
+/// same message for several keys (one per service), is one line with a count and the first
+/// examples; the rest one line each, in the order first found.
 pub fn warning_lines(warnings: &[Diagnostic], file: &Path) -> Vec<String> {
-    let mut kinds: Vec<(&'static str, Vec<&Diagnostic>)> = Vec::new();
-    let mut out = Vec::new();
+    #[derive(PartialEq)]
+    enum Group<'a> {
+        Kind(&'static str),
+        Message(&'a str),
+    }
+    let mut groups: Vec<(Group<'_>, Vec<&Diagnostic>)> = Vec::new();
     for w in warnings {
-        match w.kind {
-            Some(kind) => match kinds.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, list)) => list.push(w),
-                None => kinds.push((kind, vec![w])),
-            },
-            None => out.push(w.display_with(file).to_string()),
+        let group = match w.kind {
+            Some(kind) => Group::Kind(kind),
+            None => Group::Message(&w.message),
+        };
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, list)) => list.push(w),
+            None => groups.push((group, vec![w])),
         }
     }
-    for (kind, list) in kinds {
+    let mut out = Vec::new();
+    for (group, list) in groups {
         if let [only] = list.as_slice() {
             out.push(only.display_with(file).to_string());
             continue;
         }
-        let examples: Vec<String> = list
-            .iter()
-            .take(EXAMPLES)
-            .map(|d| {
-                let line = d.line.map(|l| format!("line {l}: ")).unwrap_or_default();
-                format!("{line}{}: {}", d.key, d.message)
-            })
-            .collect();
         let more = list.len().saturating_sub(EXAMPLES);
-        out.push(format!(
-            "{}: warning: {} findings of one kind ({kind}), e.g. {}{}",
-            file.display(),
-            list.len(),
-            examples.join("; "),
-            if more > 0 {
-                format!("; and {more} more (`epcheck validate` lists them all)")
-            } else {
-                String::new()
+        let more = if more > 0 {
+            format!("; and {more} more (`epcheck validate` lists them all)")
+        } else {
+            String::new()
+        };
+        let at = |d: &Diagnostic| d.line.map(|l| format!("line {l}: ")).unwrap_or_default();
+        let line = match group {
+            Group::Kind(kind) => {
+                let examples: Vec<String> = list
+                    .iter()
+                    .take(EXAMPLES)
+                    .map(|d| format!("{}{}: {}", at(d), d.key, d.message))
+                    .collect();
+                format!(
+                    "{}: warning: {} findings of one kind ({kind}), e.g. {}{more}",
+                    file.display(),
+                    list.len(),
+                    examples.join("; "),
+                )
             }
-        ));
+            Group::Message(message) => {
+                let examples: Vec<String> = list
+                    .iter()
+                    .take(EXAMPLES)
+                    .map(|d| format!("{}{}", at(d), d.key))
+                    .collect();
+                format!(
+                    "{}: warning: {} keys: {message}; e.g. {}{more}",
+                    file.display(),
+                    list.len(),
+                    examples.join("; "),
+                )
+            }
+        };
+        out.push(line);
     }
     out
 }
@@ -206,9 +230,9 @@ mod tests {
         all.push(w(Some("addresses listed twice in one service"), 7));
         let lines = warning_lines(&all, Path::new("c.yaml"));
         assert_eq!(lines.len(), 3, "{lines:#?}");
-        assert!(lines[0].starts_with("c.yaml:9: warning:"), "{}", lines[0]);
+        assert!(lines[1].starts_with("c.yaml:9: warning:"), "{}", lines[1]);
         assert!(lines[2].starts_with("c.yaml:7: warning:"), "{}", lines[2]);
-        let grouped = &lines[1];
+        let grouped = &lines[0];
         assert!(
             grouped.starts_with(
                 "c.yaml: warning: 5 findings of one kind (addresses the ApiServer rejects in Endpoints), e.g. line 1: "
@@ -217,5 +241,33 @@ mod tests {
         );
         assert!(grouped.contains("127.0.0.3 is a loopback") && !grouped.contains("127.0.0.4"));
         assert!(grouped.ends_with("and 2 more (`epcheck validate` lists them all)"));
+    }
+
+    #[test]
+    fn the_same_warning_for_many_keys_is_one_line() {
+        let w = |service: usize| Diagnostic {
+            severity: Severity::Warning,
+            key: format!("service_healthcheck_list.s{service}.port"),
+            line: Some(service * 10),
+            message: "port 0 disables the TCP probe".to_owned(),
+            kind: None,
+        };
+        let mut all: Vec<Diagnostic> = (1..=1000).map(w).collect();
+        all.push(Diagnostic {
+            message: "another warning".to_owned(),
+            ..w(2000)
+        });
+        let lines = warning_lines(&all, Path::new("c.yaml"));
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert_eq!(
+            lines[0],
+            "c.yaml: warning: 1000 keys: port 0 disables the TCP probe; e.g. line 10: \
+             service_healthcheck_list.s1.port; line 20: service_healthcheck_list.s2.port; line 30: \
+             service_healthcheck_list.s3.port; and 997 more (`epcheck validate` lists them all)"
+        );
+        assert_eq!(
+            lines[1],
+            "c.yaml:20000: warning: service_healthcheck_list.s2000.port: another warning"
+        );
     }
 }

@@ -199,7 +199,7 @@ async fn create(
         .await
     {
         Ok(written) => {
-            tracing::info!(object = %desired.key(), changes = %changes, "created Endpoints");
+            tracing::debug!(object = %desired.key(), changes = %changes, "created Endpoints");
             Ok((ReconcileAction::Created, changes, written))
         }
         Err(e) if e.api_kind() == Some(ApiErrorKind::AlreadyExists) => Err(Race(e)),
@@ -236,7 +236,7 @@ async fn update(
         .await
     {
         Ok(written) => {
-            tracing::info!(object = %body.key(), changes = %changes, "updated Endpoints");
+            tracing::debug!(object = %body.key(), changes = %changes, "updated Endpoints");
             Ok((ReconcileAction::Updated, changes, written))
         }
         // 409: someone wrote since the read. 404: someone deleted it since the read.

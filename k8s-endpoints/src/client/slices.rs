@@ -366,7 +366,8 @@ pub async fn reconcile_slices(
         match write(client, namespace, &plan, &mut applied).await {
             Ok(written) => {
                 if applied.len() > before {
-                    tracing::info!(
+                    // The daemon logs the write with its service; an embedder may too.
+                    tracing::debug!(
                         namespace, service = name, changes = %plan.diff(),
                         "EndpointSlices written"
                     );

@@ -167,6 +167,72 @@ impl Bursts {
     }
 }
 
+/// The start's first reconcile of each service, summed up in one line: at 1,000 services a
+/// line per write would double the start's log. A service's first write is logged at debug
+/// level; a failure is logged as always.
+#[derive(Debug)]
+pub(super) struct StartWrites {
+    done: Vec<bool>,
+    remaining: usize,
+    created: usize,
+    updated: usize,
+    unchanged: usize,
+    failed: usize,
+}
+
+/// How a service's first reconcile ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FirstReconcile {
+    Written(crate::ReconcileAction),
+    /// Failed, or refused (a selector): logged on its own.
+    NotWritten,
+}
+
+impl StartWrites {
+    pub(super) fn new(services: usize) -> Self {
+        StartWrites {
+            done: vec![false; services],
+            remaining: services,
+            created: 0,
+            updated: 0,
+            unchanged: 0,
+            failed: 0,
+        }
+    }
+
+    /// Service `service`'s reconcile ended with `how`. Returns whether it was the service's
+    /// first (so its write is summed up here, not logged on its own); logs the summary when it
+    /// was the last service's first.
+    pub(super) fn record(&mut self, service: usize, how: FirstReconcile) -> bool {
+        let Some(done) = self.done.get_mut(service) else {
+            return false;
+        };
+        if *done {
+            return false;
+        }
+        *done = true;
+        self.remaining -= 1;
+        match how {
+            FirstReconcile::Written(crate::ReconcileAction::Created) => self.created += 1,
+            FirstReconcile::Written(a) if a.is_write() => self.updated += 1,
+            FirstReconcile::Written(_) => self.unchanged += 1,
+            FirstReconcile::NotWritten => self.failed += 1,
+        }
+        if self.remaining == 0 {
+            tracing::info!(
+                services = self.done.len(),
+                created = self.created,
+                updated = self.updated,
+                unchanged = self.unchanged,
+                not_written = self.failed,
+                "first reconcile of every service done (each service's change is logged at \
+                 debug level; later writes one by one)"
+            );
+        }
+        true
+    }
+}
+
 /// Least time between two warnings about skipped probe slots.
 pub(super) const SKIPS_EVERY: Duration = Duration::from_secs(60);
 
@@ -225,6 +291,23 @@ mod tests {
         // A second later the window starts again.
         assert!(b.allow(0, "web", Health::Up, t0 + Duration::from_secs(1)));
         assert_eq!(b.services[0].quiet_down, 0);
+    }
+
+    #[test]
+    fn the_starts_writes_are_one_line_then_each_write_is_its_own() {
+        use crate::ReconcileAction as A;
+        let mut w = StartWrites::new(3);
+        assert!(w.record(0, FirstReconcile::Written(A::Created)));
+        assert!(
+            !w.record(0, FirstReconcile::Written(A::Updated)),
+            "not its first"
+        );
+        assert!(w.record(2, FirstReconcile::NotWritten));
+        assert_eq!(w.remaining, 1);
+        assert!(w.record(1, FirstReconcile::Written(A::Unchanged)));
+        assert_eq!(w.remaining, 0);
+        assert_eq!((w.created, w.updated, w.unchanged, w.failed), (1, 0, 1, 1));
+        assert!(!w.record(1, FirstReconcile::Written(A::Updated)));
     }
 
     #[test]

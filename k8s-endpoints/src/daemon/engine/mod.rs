@@ -108,6 +108,8 @@ pub struct Engine {
     bursts: events::Bursts,
     /// Probe slots skipped for want of a permit, warned about once a minute at most.
     skips: events::Skips,
+    /// Each service's first reconcile, summed up in one line.
+    start_writes: events::StartWrites,
     /// The store outlives this process, so target records are worth saving
     /// ([`StateStore::durable`]).
     durable: bool,
@@ -167,6 +169,7 @@ impl Engine {
                 .count()
         }));
         let bursts = events::Bursts::new(services.len());
+        let services_count = services.len();
         Engine {
             spec,
             options,
@@ -194,6 +197,7 @@ impl Engine {
             first_round,
             bursts,
             skips: events::Skips::default(),
+            start_writes: events::StartWrites::new(services_count),
             durable,
         }
     }
@@ -757,7 +761,19 @@ impl Engine {
                 s.last_reconcile = Some(now);
                 s.last_error = None;
                 self.observers.apiserver_ok();
-                if outcome.action.is_write() {
+                let first = self.start_writes.record(
+                    done.service,
+                    events::FirstReconcile::Written(outcome.action),
+                );
+                if first && outcome.action.is_write() {
+                    tracing::debug!(
+                        service = %s.key,
+                        object = %format!("{}/{}", s.writer.namespace(), s.writer.name()),
+                        action = %outcome.action,
+                        change = %outcome.change,
+                        "endpoints written (first reconcile)"
+                    );
+                } else if outcome.action.is_write() {
                     tracing::info!(
                         service = %s.key,
                         object = %format!("{}/{}", s.writer.namespace(), s.writer.name()),
@@ -785,8 +801,12 @@ impl Engine {
                 outage_ended = matches!(succeeded, OutageLog::Ended { .. });
                 log_outage(&succeeded, None);
                 ownership::selector_owned(s, &e, &*self.observers, done.service);
+                self.start_writes
+                    .record(done.service, events::FirstReconcile::NotWritten);
             }
             Err(e) => {
+                self.start_writes
+                    .record(done.service, events::FirstReconcile::NotWritten);
                 s.failures += 1;
                 self.observers.reconcile_failed(done.service);
                 let text = e.to_string();
