@@ -1288,6 +1288,8 @@ struct Outage {
     secs: f64,
     /// Requests that reached the stand-in during the outage (every one answered 500).
     requests: usize,
+    /// Those requests by method and path, an object's name left out, most first.
+    by_kind: Vec<(String, usize)>,
     /// Lines the daemon logged during the outage.
     log_lines: usize,
     /// From the ApiServer's return until both services changed during the outage were written.
@@ -1315,11 +1317,25 @@ async fn outage(
             .await?;
     }
     tokio::time::sleep(secs).await;
-    let requests = api
+    let during: Vec<RecordedRequest> = api
         .requests()
-        .iter()
+        .into_iter()
         .filter(|r| r.at.into_std() >= start)
-        .count();
+        .collect();
+    let requests = during.len();
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &during {
+        let mut path = r.path.clone();
+        if let Some(name) = layout.service_index(r.path.rsplit('/').next().unwrap_or("")) {
+            path = path.replace(&layout.service(name), "{service}");
+        }
+        let query = if r.query.is_some() { "?…" } else { "" };
+        *kinds
+            .entry(format!("{} {path}{query}", r.method))
+            .or_default() += 1;
+    }
+    let mut by_kind: Vec<(String, usize)> = kinds.into_iter().collect();
+    by_kind.sort_by(|a, b| b.1.cmp(&a.1));
     let log_lines = count_lines(log_path) - lines0;
     api.clear_faults();
     let back = Instant::now();
@@ -1343,6 +1359,7 @@ async fn outage(
     Ok(Outage {
         secs: (back - start).as_secs_f64(),
         requests,
+        by_kind,
         log_lines,
         converged,
     })
@@ -1398,5 +1415,8 @@ fn report_scale(
             ),
             verdict(o.converged.is_some_and(|d| d <= Duration::from_secs(3)))
         );
+        for (kind, n) in &o.by_kind {
+            println!("    {n:>5}  {kind}");
+        }
     }
 }

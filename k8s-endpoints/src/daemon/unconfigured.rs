@@ -12,6 +12,7 @@ use super::spec::DaemonSpec;
 use crate::client::{PruneAction, Unconfigured};
 use crate::election::LeaderState;
 use crate::{Client, Error};
+use probe_core::backoff::RetryPolicy;
 use tokio::sync::watch;
 
 /// What the daemon needs to look for this instance's unconfigured objects.
@@ -40,7 +41,13 @@ impl Sweeper {
         observers: Arc<dyn Observer>,
     ) -> Self {
         Sweeper {
-            client,
+            // One attempt per listing: a failed look is retried at the next resync, so an
+            // ApiServer outage costs it one request per namespace and resync, outside the
+            // reconciles' budget of about one a second.
+            client: client.with_request_retry(RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::REQUEST
+            }),
             instance: spec.instance.clone(),
             namespaces: spec.services.iter().map(|s| s.namespace.clone()).collect(),
             configured: spec
