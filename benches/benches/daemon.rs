@@ -9,7 +9,8 @@
 //! reference loop's total measured time), `--flips N` (50 per kind; 0 for none), `--jitter F`
 //! (the daemon's default when absent), `--concurrency N` (`probe.concurrency`, 1,024),
 //! `--outage S` (after the flips, the stand-in answers every request with 500 for S seconds
-//! while two backends break), `--quick` (2,000 targets, 20 s, 10 flips: a smoke run). The binary is
+//! while two backends break), `--no-haproxy` (leave the HAProxy contender out), `--quick`
+//! (2,000 targets, 20 s, 10 flips: a smoke run). The binary is
 //! `target/release/epcheck` of this workspace, or `EPCHECK_BIN`. With `EPCHECK_BENCH_KEEP_LOG=F`
 //! the daemon's log is copied to `F` at the end; with `EPCHECK_BENCH_WRAP="perf record -o F --"`
 //! the daemon runs under that command (for a profile; the figures then mean little).
@@ -25,7 +26,11 @@
 //! - the reference: this binary re-executed with `--raw-loop`, a tokio connect loop doing a
 //!   round over the same addresses every 2 s (concurrency 1,024, timeout 1 s, reset on close),
 //!   half of its measured rounds before the daemon runs and half after, so drift of a noisy
-//!   machine hits both alike.
+//!   machine hits both alike;
+//! - HAProxy (Debian's `haproxy`, installed with `apt-get` when missing): layer-4 `check` lines
+//!   over the same targets with the same interval, timeout, rise, fall and fast interval, run
+//!   for half the window before the daemon and half after, its checks counted at the targets
+//!   like the daemon's ([`epcheck_benches::daemon::haproxy`]).
 //!
 //! Phases: reference (first half) → daemon start-up until every Endpoints object is written →
 //! steady window (CPU, memory, probes, probe start times, ApiServer requests) → flips (live
@@ -45,6 +50,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use epcheck_benches::daemon::haproxy::{self, HaproxyResult};
 use epcheck_benches::daemon::layout::{DaemonSettings, Layout, config_yaml};
 use epcheck_benches::daemon::log::{LogEvent, parse};
 use epcheck_benches::daemon::process::{
@@ -81,6 +87,8 @@ struct Options {
     concurrency: Option<usize>,
     /// Seconds of ApiServer outage after the flips (`--outage S`).
     outage: Option<Duration>,
+    /// Whether HAProxy runs as a contender (`--no-haproxy` leaves it out).
+    haproxy: bool,
 }
 
 fn options(args: &[String]) -> Result<Options> {
@@ -91,6 +99,7 @@ fn options(args: &[String]) -> Result<Options> {
         jitter: None,
         concurrency: None,
         outage: None,
+        haproxy: true,
     };
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
@@ -112,10 +121,11 @@ fn options(args: &[String]) -> Result<Options> {
             "--jitter" => o.jitter = Some(value("--jitter")?),
             "--concurrency" => o.concurrency = Some(value("--concurrency")? as usize),
             "--outage" => o.outage = Some(Duration::from_secs_f64(value("--outage")?)),
+            "--no-haproxy" => o.haproxy = false,
             other => {
                 return Err(format!(
                     "unknown option {other}; use --targets N, --duration S, --flips N, \
-                     --jitter F, --concurrency N, --outage S or --quick"
+                     --jitter F, --concurrency N, --outage S, --no-haproxy or --quick"
                 )
                 .into());
             }
@@ -262,6 +272,33 @@ async fn bench(o: Options) -> Result<()> {
         tokio::task::spawn_blocking(move || reference::measure(&exe, &file, &s, ticks)).await??
     };
 
+    // HAProxy, first half.
+    let haproxy = if o.haproxy { haproxy::binary() } else { None };
+    let haproxy_config = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &haproxy_config,
+        haproxy::config(&layout, &settings, port, &dir.path().join("haproxy.sock")),
+    )?;
+    let half = o.duration / 2;
+    let haproxy_first = match &haproxy {
+        Some(bin) => {
+            println!("HAProxy, first half ({} s) ...", half.as_secs());
+            Some(
+                haproxy::measure(
+                    bin,
+                    &haproxy_config,
+                    &group,
+                    &layout,
+                    &settings,
+                    half,
+                    ticks,
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+
     // The daemon.
     let api = ApiServer::builder().strict_ips(false).start().await?;
     api.add_token(TOKEN, Permissions::all());
@@ -316,6 +353,26 @@ async fn bench(o: Options) -> Result<()> {
     let shutdown = stop.1;
     drop(stop.0);
 
+    // HAProxy, second half.
+    let haproxy_second = match &haproxy {
+        Some(bin) => {
+            println!("HAProxy, second half ({} s) ...", half.as_secs());
+            Some(
+                haproxy::measure(
+                    bin,
+                    &haproxy_config,
+                    &group,
+                    &layout,
+                    &settings,
+                    half,
+                    ticks,
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+
     // Reference, second half.
     println!(
         "reference loop, second half ({} rounds) ...",
@@ -332,6 +389,9 @@ async fn bench(o: Options) -> Result<()> {
     report(
         &layout, &settings, &o, &steady, &kinds, &first, &second, &peak, converged, shutdown,
     );
+    if let (Some(a), Some(b)) = (&haproxy_first, &haproxy_second) {
+        report_haproxy(&steady, a, b);
+    }
     report_scale(&layout, &steady, startup_log_lines, scrape, outage.as_ref());
     if let Ok(g) = Arc::try_unwrap(group) {
         g.stop().await;
@@ -505,6 +565,8 @@ struct Steady {
     service_share: (f64, f64),
     /// `epcheck_probe_slots_skipped_total` over the window.
     skipped: f64,
+    /// Accepts of the accepting targets in the window (checks counted as HAProxy's are).
+    accepts: u64,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -659,6 +721,14 @@ async fn steady_window(
         reads_per_service: rps,
         slow: [slower("0.01"), slower("0.1"), slower("0.25")],
         service_share: service_share(layout, &acc0, &acc1),
+        accepts: (0..layout.services)
+            .flat_map(|s| (0..layout.per_service).map(move |t| (s, t)))
+            .filter(|&(_, t)| layout.initial_mode(t) == MemberMode::Accepting)
+            .map(|(s, t)| {
+                let i = layout.index(s, t);
+                acc1[i].saturating_sub(acc0[i])
+            })
+            .sum(),
         skipped: scrape::sum(&after, "epcheck_probe_slots_skipped_total")
             - scrape::sum(&before, "epcheck_probe_slots_skipped_total"),
     })
@@ -1419,4 +1489,37 @@ fn report_scale(
             println!("    {n:>5}  {kind}");
         }
     }
+}
+
+/// epcheck against HAProxy: CPU per 1,000 checks of the accepting targets, counted at the
+/// targets for both, HAProxy's halves before and after the daemon.
+fn report_haproxy(steady: &Steady, first: &HaproxyResult, second: &HaproxyResult) {
+    let per_k = |cpu: f64, accepts: u64| cpu / (accepts.max(1) as f64 / 1000.0);
+    let ours = per_k(steady.cpu_secs, steady.accepts);
+    let theirs = per_k(
+        first.cpu_secs + second.cpu_secs,
+        first.accepts + second.accepts,
+    );
+    let ratio = ours / theirs;
+    println!();
+    println!("== against HAProxy (issue 15): CPU per 1,000 checks of the accepting targets");
+    println!(
+        "epcheck {ours:.4} s ({} checks in {:.1} s), HAProxy {theirs:.4} s (halves {:.4} / {:.4}; \
+         {} checks in {:.1} s): ratio {ratio:.2} (target <= 0.90: {})",
+        steady.accepts,
+        steady.window.as_secs_f64(),
+        per_k(first.cpu_secs, first.accepts),
+        per_k(second.cpu_secs, second.accepts),
+        first.accepts + second.accepts,
+        (first.window + second.window).as_secs_f64(),
+        verdict(ratio <= 0.9)
+    );
+    println!(
+        "context switches per 1,000 checks: epcheck {:.0}, HAProxy {:.0}; RSS: epcheck {:.1} MiB, HAProxy {:.1} MiB",
+        steady.ctx_switches as f64 / (steady.accepts.max(1) as f64 / 1000.0),
+        (first.ctx_switches + second.ctx_switches) as f64
+            / ((first.accepts + second.accepts).max(1) as f64 / 1000.0),
+        mib(steady.rss_median_kib),
+        mib(first.rss_kib.max(second.rss_kib))
+    );
 }

@@ -5,6 +5,7 @@
 //!
 //! The benchmark itself (`benches/daemon.rs`) only orchestrates these and prints the table.
 
+pub mod haproxy;
 pub mod layout;
 pub mod log;
 pub mod process;
