@@ -1405,7 +1405,7 @@ async fn outage(
             .or_default() += 1;
     }
     let mut by_kind: Vec<(String, usize)> = kinds.into_iter().collect();
-    by_kind.sort_by(|a, b| b.1.cmp(&a.1));
+    by_kind.sort_by_key(|k| std::cmp::Reverse(k.1));
     let log_lines = count_lines(log_path) - lines0;
     api.clear_faults();
     let back = Instant::now();
