@@ -1,26 +1,25 @@
 //! HAProxy as a contender in the daemon benchmark (issue 15): Debian's `haproxy` with plain
 //! layer-4 `check` lines over the same targets, with the same interval, timeout, rise, fall and
 //! fast interval as epcheck, run as a process of its own and measured from `/proc` like the
-//! daemon. Its checks are counted where epcheck's are: at the targets (accepts of the accepting
-//! ones), so both figures are CPU per 1,000 checks of the same kind.
+//! daemon. Its checks are counted as the connects the machine began in its window
+//! ([`tcp_active_opens`]): HAProxy resets a check's connection as soon as the target's SYN-ACK
+//! arrives, before its own ACK goes out, so the targets never accept one and cannot count them.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fixtures::targets::{ListenerGroup, MemberMode};
-
 use super::layout::{DaemonSettings, Layout};
-use super::process::{ChildGuard, ProcSample, sample};
+use super::process::{ChildGuard, ProcSample, sample, tcp_active_opens};
 
 /// What one HAProxy window cost.
 #[derive(Clone, Debug)]
 pub struct HaproxyResult {
     /// CPU seconds in the window.
     pub cpu_secs: f64,
-    /// Accepts of the accepting targets in the window (HAProxy's successful checks).
-    pub accepts: u64,
+    /// Connects begun in the window (HAProxy's checks, every target's).
+    pub checks: u64,
     /// Wall time of the window.
     pub window: Duration,
     /// Resident memory at the window's end, in KiB.
@@ -96,15 +95,13 @@ pub fn config(layout: &Layout, settings: &DaemonSettings, port: u16, socket: &Pa
 }
 
 /// Runs `haproxy` on `config_path` for a warm-up of two intervals plus `window`, and measures
-/// the window: CPU and memory from `/proc/<pid>`, checks from the accepting targets' accepts.
+/// the window: CPU and memory from `/proc/<pid>`, checks from [`tcp_active_opens`].
 ///
 /// # Errors
 /// When haproxy does not start or exits early, or `/proc` cannot be read.
 pub async fn measure(
     haproxy: &str,
     config_path: &Path,
-    group: &ListenerGroup,
-    layout: &Layout,
     settings: &DaemonSettings,
     window: Duration,
     ticks: f64,
@@ -136,22 +133,15 @@ pub async fn measure(
     if child.exited() {
         return Err("haproxy exited during its warm-up".into());
     }
-    let accepting: Vec<usize> = (0..layout.services)
-        .flat_map(|s| (0..layout.per_service).map(move |t| (s, t)))
-        .filter(|&(_, t)| layout.initial_mode(t) == MemberMode::Accepting)
-        .map(|(s, t)| layout.index(s, t))
-        .collect();
-    let accepted =
-        |group: &ListenerGroup| accepting.iter().map(|&i| group.accepted(i)).sum::<u64>();
-    let a0 = accepted(group);
+    let a0 = tcp_active_opens()?;
     let s0: ProcSample = sample(pid, ticks)?;
     tokio::time::sleep(window).await;
     let s1 = sample(pid, ticks)?;
-    let a1 = accepted(group);
+    let a1 = tcp_active_opens()?;
     child.terminate(Duration::from_secs(5));
     Ok(HaproxyResult {
         cpu_secs: s1.cpu_secs - s0.cpu_secs,
-        accepts: a1 - a0,
+        checks: a1.saturating_sub(a0),
         window: s1.at - s0.at,
         rss_kib: s1.rss_kib,
         ctx_switches: s1.ctx_switches - s0.ctx_switches,

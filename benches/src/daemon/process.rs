@@ -245,6 +245,28 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The machine's count of TCP connects begun (`ActiveOpens` in `/proc/net/snmp`, this network
+/// namespace). Over a window in which one process probes and nothing else connects, its delta
+/// is that process's checks, however they end: the only count that works for HAProxy, whose
+/// layer-4 checks reset the connection before their handshake completes on the target's side,
+/// so the target never accepts them.
+///
+/// # Errors
+/// When `/proc/net/snmp` cannot be read or has no `ActiveOpens`.
+pub fn tcp_active_opens() -> io::Result<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp")?;
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
+        return Err(io::Error::other("/proc/net/snmp has no Tcp lines"));
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ActiveOpens")
+        .and_then(|(_, v)| v.parse().ok())
+        .ok_or_else(|| io::Error::other("/proc/net/snmp has no Tcp ActiveOpens"))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
