@@ -9,8 +9,10 @@
 //! reference loop's total measured time), `--flips N` (50 per kind; 0 for none), `--jitter F`
 //! (the daemon's default when absent), `--concurrency N` (`probe.concurrency`, 1,024),
 //! `--outage S` (after the flips, the stand-in answers every request with 500 for S seconds
-//! while two backends break), `--no-haproxy` (leave the HAProxy contender out), `--quick`
-//! (2,000 targets, 20 s, 10 flips: a smoke run). The binary is
+//! while two backends break), `--no-haproxy` (leave the HAProxy contender out), `--half-open`
+//! (`probe.half_open: true`: the targets then accept no probe, so the figures read from their
+//! accepts — probe starts, the grid, probes per target — are empty; CPU, memory, detection and
+//! the HAProxy ratio stand), `--quick` (2,000 targets, 20 s, 10 flips: a smoke run). The binary is
 //! `target/release/epcheck` of this workspace, or `EPCHECK_BIN`. With `EPCHECK_BENCH_KEEP_LOG=F`
 //! the daemon's log is copied to `F` at the end; with `EPCHECK_BENCH_WRAP="perf record -o F --"`
 //! the daemon runs under that command (for a profile; the figures then mean little).
@@ -89,6 +91,8 @@ struct Options {
     outage: Option<Duration>,
     /// Whether HAProxy runs as a contender (`--no-haproxy` leaves it out).
     haproxy: bool,
+    /// `probe.half_open: true` (`--half-open`).
+    half_open: bool,
 }
 
 fn options(args: &[String]) -> Result<Options> {
@@ -100,6 +104,7 @@ fn options(args: &[String]) -> Result<Options> {
         concurrency: None,
         outage: None,
         haproxy: true,
+        half_open: false,
     };
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
@@ -122,10 +127,11 @@ fn options(args: &[String]) -> Result<Options> {
             "--concurrency" => o.concurrency = Some(value("--concurrency")? as usize),
             "--outage" => o.outage = Some(Duration::from_secs_f64(value("--outage")?)),
             "--no-haproxy" => o.haproxy = false,
+            "--half-open" => o.half_open = true,
             other => {
                 return Err(format!(
                     "unknown option {other}; use --targets N, --duration S, --flips N, \
-                     --jitter F, --concurrency N, --outage S, --no-haproxy or --quick"
+                     --jitter F, --concurrency N, --outage S, --no-haproxy, --half-open or --quick"
                 )
                 .into());
             }
@@ -214,6 +220,7 @@ async fn bench(o: Options) -> Result<()> {
         concurrency: o
             .concurrency
             .unwrap_or(DaemonSettings::default().concurrency),
+        half_open: o.half_open,
         ..DaemonSettings::default()
     };
     let ticks = clock_ticks();

@@ -1226,3 +1226,34 @@ async fn skipped_probe_slots_are_counted_and_warned_about_once() {
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(warnings[0].contains("probe.concurrency"), "{log}");
 }
+
+/// `probe: {half_open: true}`: the daemon's connect checks stop at the SYN-ACK, so the targets
+/// never accept one, and a target that stops listening still leaves the Endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_checks_are_never_accepted_and_still_find_a_dead_target() {
+    let mut s = setup(3, "  half_open: true\n").await;
+    let all: Vec<String> = s.targets.iter().map(ip_of).collect();
+    let d = Daemon::start(&s.e, &s.config);
+    assert!(
+        until_ready(&s.api, &all, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    // Several rounds of checks.
+    tokio::time::sleep(Duration::from_millis(3 * INTERVAL_MS)).await;
+    let accepted: Vec<u64> = s.targets.iter().map(|t| t.accepted()).collect();
+    assert_eq!(accepted, [0, 0, 0], "half-open checks reached accept()");
+    s.targets[1].refuse().await;
+    let want = vec![all[0].clone(), all[2].clone()];
+    assert!(
+        until_ready(&s.api, &want, Duration::from_secs(4))
+            .await
+            .is_some(),
+        "{}",
+        d.log()
+    );
+    let (code, _, log) = d.terminate().await;
+    assert_eq!(code, Some(0), "{log}");
+}

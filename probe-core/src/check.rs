@@ -75,12 +75,28 @@ pub struct TcpCheck {
     pub send: Option<String>,
     /// What the reply must contain or match, if anything.
     pub expect: Option<Expect>,
+    /// For a plain connect check (no `send`, no `expect`): stop at the target's SYN-ACK, as
+    /// HAProxy's layer-4 checks do. The final ACK of the handshake is held back
+    /// (`TCP_QUICKACK` off) and the connection is reset before it goes, so the target's
+    /// kernel answers the check and its application never accepts it: no accept, no wake-up,
+    /// no log line on the backend, and on loopback none of the target's work is charged to
+    /// the prober. What it proves is the same: something listens and answers. Linux only;
+    /// elsewhere, and with `send` or `expect`, the handshake completes.
+    pub half_open: bool,
 }
 
 impl TcpCheck {
     /// A plain connect check (no `send`, no `expect`).
     pub fn connect() -> Self {
         Self::default()
+    }
+
+    /// A plain connect check that stops at the SYN-ACK ([`half_open`](Self::half_open)).
+    pub fn half_open() -> Self {
+        Self {
+            half_open: true,
+            ..Self::default()
+        }
     }
 
     /// A check that writes `send` (if given) and requires `expect` (if given).
@@ -94,7 +110,11 @@ impl TcpCheck {
                 "tcp check `send` is empty; remove it or give the bytes to write".into(),
             ));
         }
-        Ok(Self { send, expect })
+        Ok(Self {
+            send,
+            expect,
+            half_open: false,
+        })
     }
 }
 

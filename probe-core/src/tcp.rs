@@ -1,5 +1,8 @@
 //! The TCP probe: connect, optionally send and expect, close with a reset.
 //!
+//! A plain connect check may also be *half-open* ([`TcpCheck::half_open`]): the reset goes
+//! before the handshake's final ACK, so the target never accepts the check.
+//!
 //! # Closing with `SO_LINGER` 0
 //!
 //! Every connection is closed *abortively*: `SO_LINGER` is set to 0 right after the handshake, so
@@ -36,7 +39,7 @@ const QUOTE_BYTES: usize = 64;
 pub(crate) async fn probe(addr: SocketAddr, check: &TcpCheck, timeout: Duration) -> ProbeOutcome {
     let start = Instant::now();
     if check.send.is_none() && check.expect.is_none() {
-        return connect_only(addr, timeout, start).await;
+        return connect_only(addr, timeout, start, check.half_open).await;
     }
 
     // Kept outside the timed future so that a timeout can still say how far the probe got.
@@ -73,8 +76,20 @@ pub(crate) async fn probe(addr: SocketAddr, check: &TcpCheck, timeout: Duration)
 }
 
 /// The hot path: nothing is allocated or formatted unless the probe fails.
-async fn connect_only(addr: SocketAddr, timeout: Duration, start: Instant) -> ProbeOutcome {
-    match tokio::time::timeout(timeout, connect(addr)).await {
+async fn connect_only(
+    addr: SocketAddr,
+    timeout: Duration,
+    start: Instant,
+    half_open: bool,
+) -> ProbeOutcome {
+    let connected = async {
+        if half_open {
+            connect_half_open(addr).await
+        } else {
+            connect(addr).await
+        }
+    };
+    match tokio::time::timeout(timeout, connected).await {
         Ok(Ok(stream)) => {
             let latency = start.elapsed();
             drop(stream);
@@ -91,6 +106,29 @@ async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     // Failing to set the option only costs a TIME_WAIT entry, never the probe's result.
     let _ = stream.set_zero_linger();
     Ok(stream)
+}
+
+/// Connects with the final ACK of the handshake held back and arms the abortive close, so
+/// that dropping the stream resets the connection before the target's kernel completes it
+/// ([`TcpCheck::half_open`]). Where `TCP_QUICKACK` does not exist, a plain [`connect`].
+async fn connect_half_open(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    #[cfg(target_os = "linux")]
+    {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // Failing to set it only means a full handshake: the same verdict, more work.
+        let _ = socket2::SockRef::from(&socket).set_tcp_quickack(false);
+        let stream = socket.connect(addr).await?;
+        let _ = stream.set_zero_linger();
+        Ok(stream)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        connect(addr).await
+    }
 }
 
 /// Writes `send` and reads until `expect` matches.

@@ -218,3 +218,34 @@ async fn a_timed_out_expect_reports_exactly_what_was_received() {
     );
     server.abort();
 }
+
+/// A half-open check is up when the target answers the SYN, and the target never accepts it:
+/// the reset goes before the handshake's final ACK. A full connect check of the same listener
+/// is accepted. Refused and hanging targets are down as with a full handshake.
+#[tokio::test]
+async fn half_open_check_is_up_and_never_accepted() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let half = Check::Tcp(TcpCheck::half_open());
+    for _ in 0..5 {
+        let outcome = prober().probe(&target(addr), &half).await;
+        assert!(outcome.up, "{outcome:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let accepted = |l: &std::net::TcpListener| std::iter::from_fn(|| l.accept().ok()).count();
+    if cfg!(target_os = "linux") {
+        assert_eq!(accepted(&listener), 0, "a half-open check reached accept()");
+    }
+    let full = prober().probe(&target(addr), &Check::tcp()).await;
+    assert!(full.up, "{full:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(accepted(&listener), 1, "a full connect check is accepted");
+
+    let refusing = RefusingTarget::new().unwrap();
+    let outcome = prober().probe(&target(refusing.addr()), &half).await;
+    assert_eq!(kind(&outcome), Some(FailureKind::Refused));
+    let hanging = HangingTarget::start().await.unwrap();
+    let outcome = prober().probe(&target(hanging.addr()), &half).await;
+    assert_eq!(kind(&outcome), Some(FailureKind::Timeout));
+}

@@ -117,6 +117,8 @@ pub struct DaemonSettings {
     pub jitter: Option<f64>,
     /// `resync_interval`.
     pub resync_interval: Duration,
+    /// `probe.half_open`.
+    pub half_open: bool,
 }
 
 impl Default for DaemonSettings {
@@ -130,6 +132,7 @@ impl Default for DaemonSettings {
             concurrency: 1024,
             jitter: None,
             resync_interval: Duration::from_secs(30),
+            half_open: false,
         }
     }
 }
@@ -167,6 +170,9 @@ pub fn config_yaml(
     );
     if let Some(j) = settings.jitter {
         let _ = writeln!(y, "  jitter: {j}");
+    }
+    if settings.half_open {
+        y.push_str("  half_open: true\n");
     }
     y.push_str("service_info:\n");
     for s in 0..layout.services {

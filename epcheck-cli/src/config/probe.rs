@@ -17,6 +17,8 @@ pub(super) struct ProbeDefaults {
     pub(super) jitter: f64,
     pub(super) send: Option<String>,
     pub(super) expect: Option<Expect>,
+    /// `half_open`: plain connect checks stop at the SYN-ACK.
+    pub(super) half_open: bool,
     pub(super) exec: Option<ExecCheck>,
     pub(super) http: HttpCheck,
 }
@@ -163,6 +165,9 @@ pub(super) fn read_probe_defaults(
             .unwrap_or(0.1),
         send: r.text(get(map, "send"), "probe.send"),
         expect: read_expect(r, map, "probe"),
+        half_open: r
+            .boolean(get(map, "half_open"), "probe.half_open")
+            .unwrap_or(false),
         exec: read_exec(r, get(map, "exec"), "probe.exec", timeout),
         http: read_http(r, get(map, "http"), "probe.http", &HttpCheck::default()),
     };
@@ -185,6 +190,7 @@ pub(super) fn service_probe(
         _ => Check::Tcp(TcpCheck {
             send: d.send.clone(),
             expect: d.expect.clone(),
+            half_open: d.half_open,
         }),
     };
     ProbeSettings {
@@ -249,6 +255,9 @@ pub(super) fn read_service_probe(
             .text(get(map, "send"), &join(path, "send"))
             .or_else(|| defaults.send.clone()),
         expect: expect.or_else(|| defaults.expect.clone()),
+        half_open: r
+            .boolean(get(map, "half_open"), &join(path, "half_open"))
+            .unwrap_or(defaults.half_open),
         exec: read_exec(r, get(map, "exec"), &join(path, "exec"), timeout)
             .or_else(|| defaults.exec.clone()),
         http: read_http(r, get(map, "http"), &join(path, "http"), &defaults.http),
@@ -268,6 +277,16 @@ pub(super) fn finish_probe(
     p: ProbeSettings,
     port: u16,
 ) -> ProbeSettings {
+    if let Check::Tcp(tcp) = &p.check
+        && tcp.half_open
+        && (tcp.send.is_some() || tcp.expect.is_some())
+    {
+        r.warn(
+            &join(path, "half_open"),
+            "half_open applies to plain connect checks only: with send or expect the handshake \
+             completes so that the conversation can happen",
+        );
+    }
     if p.kind == ProbeKind::Exec && !matches!(p.check, Check::Exec(_)) {
         r.error(
             &join(path, "exec.command"),
@@ -313,6 +332,7 @@ pub(super) const PROBE_KEYS: &[&str] = &[
     "send",
     "expect",
     "expect_regex",
+    "half_open",
     "http",
     "exec",
 ];

@@ -163,3 +163,37 @@ fn instance_defaults_to_the_election_name_and_must_be_a_label_value() {
         "{bad:?}"
     );
 }
+
+#[test]
+fn half_open_reaches_every_connect_check_and_is_flagged_with_a_conversation() {
+    use probe_core::Check;
+    let plain = load(seed()).unwrap().config;
+    let half = load(&format!("{}\nprobe: {{half_open: true}}\n", seed()))
+        .unwrap()
+        .config;
+    let tcp = |c: &super::Config| -> Vec<bool> {
+        c.services
+            .iter()
+            .filter_map(|s| match &s.probe.check {
+                Check::Tcp(t) => Some(t.half_open),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(!tcp(&plain).is_empty() && tcp(&plain).iter().all(|h| !h));
+    assert!(tcp(&half).iter().all(|h| *h), "{:?}", tcp(&half));
+    let talk = load(&format!(
+        "{}\nprobe: {{half_open: true, send: \"PING\\r\\n\", expect: \"+PONG\"}}\n",
+        seed()
+    ))
+    .unwrap();
+    assert!(
+        talk.warnings.iter().any(
+            |w| w.key.ends_with("half_open") && w.message.contains("plain connect checks only")
+        ),
+        "{:?}",
+        talk.warnings
+    );
+    let bad = errors(&format!("{}\nprobe: {{half_open: maybe}}\n", seed()));
+    assert!(bad.iter().any(|d| d.key == "probe.half_open"), "{bad:?}");
+}
