@@ -13,7 +13,7 @@ use tokio::process::Child;
 
 use crate::util::{Epcheck, web_config};
 
-const TOKEN: &str = "daemon-test-token-0b7d";
+pub(crate) const TOKEN: &str = "daemon-test-token-0b7d";
 const INTERVAL_MS: u64 = 500;
 const TIMEOUT_MS: u64 = 300;
 const FAST_MS: u64 = 100;
@@ -131,7 +131,7 @@ struct Setup {
 }
 
 /// The stand-in ApiServer, accepting loopback addresses, with the tests' token allowed everything.
-async fn loopback_api() -> ApiServer {
+pub(crate) async fn loopback_api() -> ApiServer {
     let api = ApiServer::builder()
         .strict_ips(false)
         .start()

@@ -4,12 +4,10 @@
 
 use std::time::Duration;
 
-use fixtures::apiserver::{ApiServer, Permissions};
+use fixtures::apiserver::ApiServer;
 
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, TOKEN};
 use crate::util::Epcheck;
-
-const TOKEN: &str = "scrape-token";
 const SERVICES: usize = 200;
 const PER_SERVICE: usize = 100;
 
@@ -63,12 +61,7 @@ async fn scrape_rise(pid: u32, addr: &str, accept: &str) -> (u64, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_scrape_of_a_large_config_costs_far_less_memory_than_its_page() {
-    let api = ApiServer::builder()
-        .strict_ips(false)
-        .start()
-        .await
-        .unwrap();
-    api.add_token(TOKEN, Permissions::all());
+    let api = crate::daemon::loopback_api().await;
     let e = Epcheck::new();
     e.write("token", TOKEN);
     let path = e.write("c.yaml", &config(&api));
