@@ -12,6 +12,19 @@ use tokio::time::Instant;
 /// Transitions of one service logged one by one within a second; the rest are summed up.
 pub(super) const BURST: u32 = 20;
 
+/// The engine's logs by event, in one place.
+#[derive(Debug)]
+pub(super) struct Logs {
+    /// Each service's first probes, logged as one line per service.
+    pub(super) first_round: FirstRound,
+    /// Each service's transitions of the current second, so that a burst is one line.
+    pub(super) bursts: Bursts,
+    /// Probe slots skipped for want of a permit, warned about once a minute at most.
+    pub(super) skips: Skips,
+    /// Each service's first reconcile, summed up in one line.
+    pub(super) start_writes: StartWrites,
+}
+
 /// How many down targets a first-round summary names.
 const NAMED: usize = 3;
 

@@ -64,6 +64,16 @@ struct Done {
     result: Result<WriteOutcome, crate::Error>,
 }
 
+/// How far the first probe cycle is.
+struct FirstCycle {
+    /// Until then, a service with targets still unknown waits for their first probe.
+    deadline: Instant,
+    /// Every service's targets have a known state (the first probe cycle is done).
+    done: bool,
+    /// Targets whose state is still unknown (kept so no event scans every target).
+    unknown: usize,
+}
+
 /// The daemon's state and loop.
 pub struct Engine {
     spec: DaemonSpec,
@@ -78,8 +88,8 @@ pub struct Engine {
     holding: bool,
     /// Scheduler id of the canary, if one is configured.
     canary: Option<usize>,
-    /// Until then, a service with targets still unknown waits for their first probe.
-    first_cycle_deadline: Instant,
+    /// The first probe cycle: how far it is, and how long a service waits for it.
+    first_cycle: FirstCycle,
     reconciles: JoinSet<Done>,
     /// Out-of-schedule probes of healthy targets that confirm a removal quickly.
     witness: Witnesses,
@@ -88,10 +98,6 @@ pub struct Engine {
     leadership: watch::Receiver<LeaderState>,
     /// This replica's election identity, for the status document.
     identity: Option<String>,
-    /// Every service's targets have a known state (the first probe cycle is done).
-    first_cycle_done: bool,
-    /// Targets whose state is still unknown (kept so no event scans every target).
-    unknown: usize,
     /// Services with a removal that waits for proof that the network works.
     awaiting: usize,
     /// `/status` is out of date; it is published at most every [`STATUS_EVERY`] (building it
@@ -102,14 +108,8 @@ pub struct Engine {
     outage: ApiOutage,
     /// During an outage, when the next test reconcile may start.
     outage_test_at: Instant,
-    /// Each service's first probes, logged as one line per service.
-    first_round: events::FirstRound,
-    /// Each service's transitions of the current second, so that a burst is one line.
-    bursts: events::Bursts,
-    /// Probe slots skipped for want of a permit, warned about once a minute at most.
-    skips: events::Skips,
-    /// Each service's first reconcile, summed up in one line.
-    start_writes: events::StartWrites,
+    /// What is logged by event rather than line by line.
+    logs: events::Logs,
     /// The store outlives this process, so target records are worth saving
     /// ([`StateStore::durable`]).
     durable: bool,
@@ -182,22 +182,26 @@ impl Engine {
             failsafe,
             holding: false,
             canary,
-            first_cycle_deadline,
+            first_cycle: FirstCycle {
+                deadline: first_cycle_deadline,
+                done: false,
+                unknown,
+            },
             reconciles: JoinSet::new(),
             witness,
             observers,
             leadership,
             identity,
-            first_cycle_done: false,
-            unknown,
             awaiting: 0,
             status_dirty: false,
             outage: ApiOutage::default(),
             outage_test_at: now,
-            first_round,
-            bursts,
-            skips: events::Skips::default(),
-            start_writes: events::StartWrites::new(services_count),
+            logs: events::Logs {
+                first_round,
+                bursts,
+                skips: events::Skips::default(),
+                start_writes: events::StartWrites::new(services_count),
+            },
             durable,
         }
     }
@@ -247,7 +251,7 @@ impl Engine {
                 _ = flush.tick() => {
                     self.flush();
                     let services = &self.services;
-                    self.bursts.flush(Instant::now(), |i| {
+                    self.logs.bursts.flush(Instant::now(), |i| {
                         services.get(i).map(|s| s.key.clone()).unwrap_or_default()
                     });
                     self.publish_status();
@@ -345,7 +349,7 @@ impl Engine {
         let success = ev.outcome.up;
         if ev.skipped_slots > 0 {
             self.observers.slots_skipped(slot.service, ev.skipped_slots);
-            if let Some(skipped) = self.skips.record(ev.skipped_slots, Instant::now()) {
+            if let Some(skipped) = self.logs.skips.record(ev.skipped_slots, Instant::now()) {
                 tracing::warn!(
                     skipped,
                     concurrency = self.spec.concurrency,
@@ -421,10 +425,10 @@ impl Engine {
                 .get(id)
                 .is_some_and(|t| t.health != Health::Unknown)
         {
-            self.unknown = self.unknown.saturating_sub(1);
+            self.first_cycle.unknown = self.first_cycle.unknown.saturating_sub(1);
         }
-        if !self.first_cycle_done && self.unknown == 0 {
-            self.first_cycle_done = true;
+        if !self.first_cycle.done && self.first_cycle.unknown == 0 {
+            self.first_cycle.done = true;
             self.observers.first_cycle_done();
             tracing::info!("first probe cycle done");
             for i in 0..self.services.len() {
@@ -455,7 +459,7 @@ impl Engine {
             .map_or("", |s| s.key.as_str());
         if from == Health::Unknown {
             // Logged with the service's other first verdicts (see `events`).
-            self.first_round.record(
+            self.logs.first_round.record(
                 slot.service,
                 key,
                 t,
@@ -463,6 +467,7 @@ impl Engine {
                 slot.last_error.as_deref(),
             );
         } else if self
+            .logs
             .bursts
             .allow(slot.service, key, slot.health, Instant::now())
         {
@@ -676,8 +681,8 @@ impl Engine {
                 .iter()
                 .filter_map(|&t| self.targets.get(t))
                 .any(|t| t.health == Health::Unknown);
-            if unknown && now < self.first_cycle_deadline {
-                let deadline = self.first_cycle_deadline;
+            if unknown && now < self.first_cycle.deadline {
+                let deadline = self.first_cycle.deadline;
                 if let Some(s) = self.services.get_mut(i) {
                     s.due = deadline.min(now + Duration::from_millis(100));
                 }
@@ -761,7 +766,7 @@ impl Engine {
                 s.last_reconcile = Some(now);
                 s.last_error = None;
                 self.observers.apiserver_ok();
-                let first = self.start_writes.record(
+                let first = self.logs.start_writes.record(
                     done.service,
                     events::FirstReconcile::Written(outcome.action),
                 );
@@ -801,11 +806,13 @@ impl Engine {
                 outage_ended = matches!(succeeded, OutageLog::Ended { .. });
                 log_outage(&succeeded, None);
                 ownership::selector_owned(s, &e, &*self.observers, done.service);
-                self.start_writes
+                self.logs
+                    .start_writes
                     .record(done.service, events::FirstReconcile::NotWritten);
             }
             Err(e) => {
-                self.start_writes
+                self.logs
+                    .start_writes
                     .record(done.service, events::FirstReconcile::NotWritten);
                 s.failures += 1;
                 self.observers.reconcile_failed(done.service);
