@@ -749,6 +749,14 @@ impl Engine {
         };
         s.in_flight = false;
         let mut outage_ended = false;
+        // A service's first reconcile is summed up in the start's one line, whatever its end.
+        let first = self.logs.start_writes.record(
+            done.service,
+            match &done.result {
+                Ok(outcome) => events::FirstReconcile::Written(outcome.action),
+                Err(_) => events::FirstReconcile::NotWritten,
+            },
+        );
         match done.result {
             Ok(outcome) => {
                 ownership::managed(
@@ -766,10 +774,6 @@ impl Engine {
                 s.last_reconcile = Some(now);
                 s.last_error = None;
                 self.observers.apiserver_ok();
-                let first = self.logs.start_writes.record(
-                    done.service,
-                    events::FirstReconcile::Written(outcome.action),
-                );
                 if first && outcome.action.is_write() {
                     tracing::debug!(
                         service = %s.key,
@@ -806,14 +810,8 @@ impl Engine {
                 outage_ended = matches!(succeeded, OutageLog::Ended { .. });
                 log_outage(&succeeded, None);
                 ownership::selector_owned(s, &e, &*self.observers, done.service);
-                self.logs
-                    .start_writes
-                    .record(done.service, events::FirstReconcile::NotWritten);
             }
             Err(e) => {
-                self.logs
-                    .start_writes
-                    .record(done.service, events::FirstReconcile::NotWritten);
                 s.failures += 1;
                 self.observers.reconcile_failed(done.service);
                 let text = e.to_string();
