@@ -12,6 +12,9 @@
 //! the lock can expire for anyone else (`renew_deadline < lease_duration`).
 
 use std::path::Path;
+use std::sync::Arc;
+
+use k8s_endpoints::consensus::{LeaseBoard, RedisBoard, ViewBoard};
 
 use k8s_endpoints::election::{Election, ElectionConfig, RedisTtlLock, identity, lease_namespace};
 use k8s_endpoints::{Client, TokenLocation};
@@ -117,6 +120,37 @@ pub async fn start_election(
                 .await
                 .map_err(LeaderError::Redis)?;
             Election::ttl_lock(RedisTtlLock(store.lock(&name)), settings)?
+        }
+    })
+}
+
+/// The board the replicas' consensus views go on (SPEC §9.1), if `consensus.enabled`: Leases
+/// labelled `epcheck.io/view-of=<name>` beside the election's Lease, or Redis keys under
+/// `<prefix>view:<name>:` with `backend: redis`.
+///
+/// # Errors
+///
+/// [`LeaderError::NoRedis`] or [`LeaderError::Redis`] as for the election.
+pub async fn consensus_board(
+    config: &Config,
+    client: &Client,
+    env: &dyn Environment,
+    cwd: &Path,
+) -> Result<Option<Arc<dyn ViewBoard>>, LeaderError> {
+    if !config.consensus.enabled {
+        return Ok(None);
+    }
+    Ok(match backend_kind(config, env, cwd) {
+        LeaderBackendKind::Disabled => None,
+        LeaderBackendKind::Lease { namespace, name } => {
+            Some(Arc::new(LeaseBoard::new(client.clone(), namespace, name)))
+        }
+        LeaderBackendKind::Redis { name } => {
+            let redis = config.redis.as_ref().ok_or(LeaderError::NoRedis)?;
+            let store = RedisStore::new_lazy(redis_options(redis))
+                .await
+                .map_err(LeaderError::Redis)?;
+            Some(Arc::new(RedisBoard(store.views(&name))))
         }
     })
 }

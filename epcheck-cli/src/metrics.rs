@@ -28,6 +28,9 @@
 //! | `epcheck_unconfigured_objects` | gauge (objects of this instance whose Service left the config, at the last look) | |
 //! | `epcheck_build_info` | gauge = 1 | `version` |
 //! | `epcheck_notifications_total` | counter | `channel` = `script`/`webhook`, `result` = `sent`/`failed`/`dropped` |
+//! | `epcheck_consensus_views` | gauge (consensus, on the leader: views by state) | `state` = `fresh`/`abstaining`/`stale` |
+//! | `epcheck_consensus_holding` | gauge (1 while every target holds its last written state: too few views count, or none can be read) | |
+//! | `epcheck_consensus_disagreements` | gauge (targets on which the voting views disagree) | `service` |
 //!
 //! # Contract with the daemon
 //!
@@ -82,7 +85,7 @@ mod labels;
 
 pub use labels::{
     Channel, Delivery, NotificationLabels, RequestLabels, ResultLabels, ServiceLabels, StatusCode,
-    TargetLabels, TransitionLabels, VerbLabels, VersionLabels,
+    TargetLabels, TransitionLabels, VerbLabels, VersionLabels, ViewStateLabels,
 };
 
 /// Buckets of `epcheck_probe_duration_seconds`: 0.1 ms to 10 s in 1-2.5-5 steps.
@@ -127,6 +130,9 @@ struct Families {
     selector_owned: Family<ServiceLabels, Gauge>,
     build_info: Family<VersionLabels, Gauge>,
     notifications: Family<NotificationLabels, Counter>,
+    consensus_views: Family<ViewStateLabels, Gauge>,
+    consensus_holding: Gauge,
+    disagreements: Family<ServiceLabels, Gauge>,
 }
 
 /// All of epcheck's metric families. Cheap to clone: clones share the same series.
@@ -165,6 +171,9 @@ impl Metrics {
             selector_owned: Family::default(),
             build_info: Family::default(),
             notifications: Family::default(),
+            consensus_views: Family::default(),
+            consensus_holding: Gauge::default(),
+            disagreements: Family::default(),
         };
         f.build_info
             .get_or_create(&VersionLabels {
@@ -280,6 +289,47 @@ impl Metrics {
             "Notifications by channel and result",
             f.notifications.clone(),
         );
+        registry.register(
+            "epcheck_consensus_views",
+            "Consensus, on the leader: replicas' views that count (fresh, this replica's included), of those the ones that abstain, and the ones that do not count (stale)",
+            f.consensus_views.clone(),
+        );
+        registry.register(
+            "epcheck_consensus_holding",
+            "Consensus, on the leader: every target holds its last written state because too few views count or none can be read (1) or not (0)",
+            f.consensus_holding.clone(),
+        );
+        registry.register(
+            "epcheck_consensus_disagreements",
+            "Consensus, on the leader: targets of the service on which the voting replicas disagree",
+            f.disagreements.clone(),
+        );
+    }
+
+    /// Sets the consensus gauges from the leader's last read of the views.
+    pub fn set_consensus(
+        &self,
+        report: &k8s_endpoints::daemon::ConsensusReport,
+        services: &[Arc<str>],
+    ) {
+        let f = &self.f;
+        for (state, n) in [
+            ("fresh", report.fresh),
+            ("abstaining", report.abstaining),
+            ("stale", report.stale),
+        ] {
+            f.consensus_views
+                .get_or_create(&ViewStateLabels { state })
+                .set(saturating_i64(n));
+        }
+        f.consensus_holding.set(i64::from(report.holding));
+        for (service, n) in services.iter().zip(&report.disagreements) {
+            f.disagreements
+                .get_or_create(&ServiceLabels {
+                    service: service.clone(),
+                })
+                .set(saturating_i64(*n));
+        }
     }
 
     /// Resolves the handles of service `service` (creating its series). Call at start-up and
@@ -499,6 +549,11 @@ impl ServiceMetrics {
     /// selector, so that the cluster's controllers own its endpoints and epcheck stands aside.
     pub fn set_selector_owned(&self, owned: bool) {
         self.inner.selector_owned.set(i64::from(owned));
+    }
+
+    /// The service key.
+    pub fn name(&self) -> Arc<str> {
+        self.inner.name.clone()
     }
 }
 

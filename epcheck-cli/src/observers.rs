@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::SystemTime;
 
 use k8s_endpoints::ReconcileAction;
-use k8s_endpoints::daemon::{Observer, StartedService, StatusSnapshot, TargetRef};
+use k8s_endpoints::daemon::{ConsensusReport, Observer, StartedService, StatusSnapshot, TargetRef};
 use k8s_endpoints::election::LeaderState;
 use probe_core::{Health, ProbeOutcome, Transition};
 use tokio::sync::watch;
@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::metrics::{Metrics, ServiceMetrics, TargetMetrics};
 use crate::notify::{NotifyEvent, ServiceTracker, TargetEvent, should_notify};
 use crate::server::Readiness;
+use k8s_endpoints::consensus::Tally;
 
 /// Metrics: per-target and per-service series resolved once at start-up, so a probe costs no
 /// label lookup.
@@ -75,6 +76,15 @@ impl Observer for MetricsObserver {
         if let Some(s) = self.service(service) {
             s.slots_skipped(count);
         }
+    }
+
+    fn consensus(&self, report: &ConsensusReport) {
+        let names: Vec<Arc<str>> = self
+            .services
+            .get()
+            .map(|s| s.iter().map(ServiceMetrics::name).collect())
+            .unwrap_or_default();
+        self.metrics.set_consensus(report, &names);
     }
 
     fn transition(&self, target: TargetRef<'_>, transition: &Transition, _error: Option<&str>) {
@@ -142,14 +152,19 @@ impl Observer for MetricsObserver {
 pub struct NotifyObserver {
     notifier: Arc<crate::notify::Notifier>,
     services: Mutex<ServiceTracker>,
+    /// With consensus a target's events are the leader's decisions, not each replica's
+    /// probe results.
+    consensus: bool,
 }
 
 impl NotifyObserver {
-    /// Sends through `notifier`.
-    pub fn new(notifier: Arc<crate::notify::Notifier>) -> Self {
+    /// Sends through `notifier`; with `consensus`, target events come from the leader's
+    /// decisions only.
+    pub fn new(notifier: Arc<crate::notify::Notifier>, consensus: bool) -> Self {
         NotifyObserver {
             notifier,
             services: Mutex::new(ServiceTracker::new()),
+            consensus,
         }
     }
 }
@@ -168,13 +183,22 @@ impl Observer for NotifyObserver {
     }
 
     fn transition(&self, target: TargetRef<'_>, transition: &Transition, error: Option<&str>) {
-        if should_notify(transition) {
+        if should_notify(transition) && !self.consensus {
             self.notifier.notify(NotifyEvent::Target(TargetEvent::new(
                 target.target,
                 transition,
                 error.map(str::to_owned),
             )));
         }
+    }
+
+    fn decided(&self, target: TargetRef<'_>, ready: bool, tally: &Tally) {
+        self.notifier
+            .notify(NotifyEvent::Target(TargetEvent::decided(
+                target.target,
+                ready,
+                tally,
+            )));
     }
 
     fn service_targets(

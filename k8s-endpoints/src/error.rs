@@ -333,6 +333,13 @@ pub enum Error {
         problem: String,
     },
 
+    /// Consensus settings that cannot work (SPEC §9.1).
+    #[error("invalid consensus settings: {problem}")]
+    ConsensusConfig {
+        /// What is wrong and what is expected.
+        problem: String,
+    },
+
     /// A leader-election lock other than a Lease (e.g. a Redis key) failed.
     #[error("leader election lock {lock}: {problem}")]
     Lock {

@@ -89,6 +89,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod consensus;
 pub mod daemon;
 pub mod diff;
 pub mod election;

@@ -76,7 +76,8 @@ pub use record::{
 #[cfg(feature = "redis")]
 pub use redis::{
     DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EVENTS_MAX_LEN, DEFAULT_KEY_PREFIX,
-    DEFAULT_RECONNECT_MAX_DELAY, RedisLock, RedisOptions, RedisStore,
+    DEFAULT_RECONNECT_MAX_DELAY, MAX_VIEW_REPLICAS, PostedView, RedisLock, RedisOptions,
+    RedisStore, RedisViews,
 };
 
 /// Storage for targets' health, the last addresses written per service, and transition history.

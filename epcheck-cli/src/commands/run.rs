@@ -56,6 +56,7 @@ pub async fn run(
     )?;
     let store = open(&config, Connect::Lazy).await?;
     let election = crate::leader::start_election(&config, &client, env, cwd).await?;
+    let board = crate::leader::consensus_board(&config, &client, env, cwd).await?;
     let identity = config.leader_election.enabled.then(|| {
         let backend = crate::leader::backend_kind(&config, env, cwd);
         tracing::info!(identity = election.identity(), backend = ?backend, "leader election on");
@@ -102,11 +103,22 @@ pub async fn run(
         None => None,
     };
     let per_target = config.metrics.per_target;
-    let daemon = Daemon::new(config.daemon_spec(), store, client)
+    let mut daemon = Daemon::new(config.daemon_spec(), store, client)
         .leadership(election.subscribe(), identity)
         .observe(Arc::new(MetricsObserver::new(metrics, per_target)))
-        .observe(Arc::new(NotifyObserver::new(notifier)))
+        .observe(Arc::new(NotifyObserver::new(notifier, board.is_some())))
         .observe(Arc::new(ServerObserver::new(readiness, status_tx)));
+    if let Some(board) = board {
+        tracing::info!(
+            quorum = config
+                .consensus
+                .settings
+                .quorum
+                .map_or_else(|| "majority of fresh views".to_owned(), |q| q.to_string()),
+            "consensus on: a target leaves or returns only when a quorum of replicas agree"
+        );
+        daemon = daemon.consensus(board, config.consensus.settings.clone());
+    }
     drop(config);
     let daemon = daemon.run(stopped(stop_rx));
     tokio::pin!(daemon);

@@ -105,6 +105,17 @@ pub struct Config {
     /// `prune`: the daemon hands back this instance's objects whose Service left the config
     /// (default off: they are only reported).
     pub prune: bool,
+    /// `consensus`: multi-vantage consensus among replicas (SPEC §9.1).
+    pub consensus: Consensus,
+}
+
+/// `consensus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consensus {
+    /// A target leaves (or returns to) a Service only when a quorum of replicas agree.
+    pub enabled: bool,
+    /// Quorum and timings.
+    pub settings: k8s_endpoints::consensus::ConsensusSettings,
 }
 
 impl Config {

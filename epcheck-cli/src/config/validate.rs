@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use k8s_endpoints::consensus::ConsensusSettings;
 use k8s_endpoints::{ContentType, NotReadyPolicy, PathTemplate, validate_name, validate_namespace};
 use secrecy::SecretString;
 use serde_yaml::{Mapping, Value};
@@ -14,7 +15,7 @@ use super::probe::{read_probe_defaults, service_probe};
 use super::reader::{Reader, get, join};
 use super::services::{read_services, read_template};
 use super::{
-    Config, ConfigError, Diagnostic, Environment, Failsafe, FailsafeMode, LeaderBackend,
+    Config, ConfigError, Consensus, Diagnostic, Environment, Failsafe, FailsafeMode, LeaderBackend,
     LeaderElection, LineIndex, Loaded, MetricsConfig, Mode, NotifyConfig, RedisConfig, Severity,
     Webhook, WebhookFormat,
 };
@@ -40,6 +41,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "metrics",
     "notify",
     "leader_election",
+    "consensus",
     "instance",
     "prune",
 ];
@@ -71,6 +73,9 @@ pub(super) const LEADER_KEYS: &[&str] = &[
     "renew_deadline",
     "retry_period",
 ];
+
+pub(super) const CONSENSUS_KEYS: &[&str] =
+    &["enabled", "quorum", "heartbeat", "ttl", "read_interval"];
 
 /// The standard Endpoints path, used when `endpointapi` is absent.
 pub const DEFAULT_ENDPOINT_API: &str = "/api/v1/namespaces/myNameSpaces/endpoints/myEndPoints";
@@ -238,6 +243,7 @@ fn build(r: &mut Reader, root: &Value, base_dir: &Path, env: &dyn Environment) -
     let metrics = read_metrics(r, get(top, "metrics"));
     let notify = read_notify(r, get(top, "notify"), base_dir, env);
     let leader_election = read_leader(r, get(top, "leader_election"));
+    let consensus = read_consensus(r, get(top, "consensus"), &leader_election);
     let instance = read_instance(r, get(top, "instance"), &leader_election.name);
     let prune = r.boolean(get(top, "prune"), "prune").unwrap_or(false);
 
@@ -262,9 +268,54 @@ fn build(r: &mut Reader, root: &Value, base_dir: &Path, env: &dyn Environment) -
         metrics,
         notify,
         leader_election,
+        consensus,
         instance,
         prune,
     })
+}
+
+/// `consensus` (SPEC §9.1): off by default; on, it needs leader election (the leader decides
+/// from every replica's view) and valid timings.
+pub(super) fn read_consensus(
+    r: &mut Reader,
+    value: Option<&Value>,
+    leader: &LeaderElection,
+) -> Consensus {
+    let map = value.and_then(|v| r.mapping(v, "consensus", CONSENSUS_KEYS));
+    let p = "consensus";
+    let defaults = ConsensusSettings::default();
+    let enabled = r
+        .boolean(get(map, "enabled"), &join(p, "enabled"))
+        .unwrap_or(false);
+    let quorum = r
+        .integer(get(map, "quorum"), &join(p, "quorum"), 1, 1000)
+        .and_then(|q| usize::try_from(q).ok());
+    let heartbeat = r
+        .millis(get(map, "heartbeat"), &join(p, "heartbeat"))
+        .unwrap_or(defaults.heartbeat);
+    let read_interval = r
+        .millis(get(map, "read_interval"), &join(p, "read_interval"))
+        .unwrap_or(defaults.read_interval);
+    let ttl = r
+        .millis(get(map, "ttl"), &join(p, "ttl"))
+        .unwrap_or_else(|| (heartbeat * 3).max(heartbeat + read_interval * 2));
+    let settings = ConsensusSettings {
+        quorum,
+        heartbeat,
+        ttl,
+        read_interval,
+    };
+    if let Err(k8s_endpoints::Error::ConsensusConfig { problem }) = settings.validate() {
+        r.error(p, problem);
+    }
+    if enabled && !leader.enabled {
+        r.error(
+            &join(p, "enabled"),
+            "needs leader_election.enabled: true (the leader decides from every replica's view); \
+             enable leader election or turn consensus off",
+        );
+    }
+    Consensus { enabled, settings }
 }
 
 /// `instance`: the `epcheck.io/instance` label of every object written; by default the

@@ -58,6 +58,13 @@ pub struct VerbLabels {
     pub verb: Cow<'static, str>,
 }
 
+/// Labels `{state}` of `epcheck_consensus_views`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViewStateLabels {
+    /// `fresh`, `abstaining` or `stale`.
+    pub state: &'static str,
+}
+
 /// Labels `{version}` of `epcheck_build_info`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {

@@ -42,6 +42,11 @@ pub(crate) fn text(event: &NotifyEvent) -> String {
                 s.push_str(": ");
                 s.push_str(error);
             }
+            if let Some(agreed) = &t.agreed {
+                s.push_str(" (");
+                s.push_str(agreed);
+                s.push(')');
+            }
             s.push_str("\nat ");
             s.push_str(&rfc3339(t.at));
             s

@@ -65,6 +65,9 @@ pub struct TargetEvent {
     /// When the deciding probe result was seen.
     #[serde(serialize_with = "serialize_time")]
     pub at: SystemTime,
+    /// With consensus: how many replicas agreed (`2/3 see it down`); the event is then the
+    /// leader's decision, not one replica's probe result.
+    pub agreed: Option<String>,
 }
 
 impl TargetEvent {
@@ -83,6 +86,28 @@ impl TargetEvent {
             at: SystemTime::now()
                 .checked_sub(age)
                 .unwrap_or_else(SystemTime::now),
+            agreed: None,
+        }
+    }
+
+    /// The leader's consensus decision on `target`: written ready (`up`) or not, by the votes
+    /// of `tally`.
+    pub fn decided(target: &Target, up: bool, tally: &k8s_endpoints::consensus::Tally) -> Self {
+        let (from, to) = if up {
+            (Health::Down, Health::Up)
+        } else {
+            (Health::Up, Health::Down)
+        };
+        Self {
+            service: target.service.to_string(),
+            target: target.name.to_string(),
+            ip: target.ip,
+            port: target.port,
+            from,
+            to,
+            error: None,
+            at: SystemTime::now(),
+            agreed: Some(tally.agreement()),
         }
     }
 }

@@ -68,6 +68,9 @@ pub(crate) fn vars(event: &NotifyEvent) -> Vec<(&'static str, String)> {
             if let Some(e) = &t.error {
                 v.push(("EPCHECK_ERROR", e.clone()));
             }
+            if let Some(a) = &t.agreed {
+                v.push(("EPCHECK_AGREED", a.clone()));
+            }
         }
         NotifyEvent::Service(s) => v.extend([
             ("EPCHECK_SERVICE", s.service.clone()),

@@ -41,6 +41,7 @@ fn snapshot() -> StatusSnapshot {
         leader: Some("epcheck-a".into()),
         is_leader: true,
         failsafe_active: false,
+        consensus: None,
         services: vec![ServiceStatus {
             service: "redis".into(),
             namespace: "default".into(),
@@ -57,6 +58,7 @@ fn snapshot() -> StatusSnapshot {
                 since: Some(UNIX_EPOCH),
                 last_error: None,
                 last_probe: Some(UNIX_EPOCH + Duration::from_millis(1500)),
+                views: None,
             }],
         }],
     }

@@ -205,6 +205,103 @@ impl Client {
     }
 }
 
+/// `LeaseList`: only the items are kept.
+#[derive(Debug, Deserialize)]
+struct LeaseList {
+    #[serde(default)]
+    kind: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    items: Vec<Lease>,
+}
+
+impl Client {
+    /// Lists the Leases of `namespace` that carry the label `key=value` (a `GET` of the
+    /// collection with a label selector). Every item must be a Lease of `namespace` with that
+    /// label; anything else in the reply is an error, not skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidObjectName`] for a bad namespace; [`Error::Api`] for any answer but
+    /// `200` (a `403` says that epcheck needs `list` on leases); [`Error::Transport`];
+    /// [`Error::InvalidResponse`]; [`Error::UnexpectedObject`].
+    pub async fn list_leases(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<Lease>, Error> {
+        check_namespace(namespace)?;
+        let selector = super::slices::encode_query(&format!("{key}={value}"));
+        let req = Request {
+            method: Method::GET,
+            path: format!(
+                "{}/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases?labelSelector={selector}",
+                self.inner.api_prefix
+            ),
+            body: None,
+            action: Action {
+                verb: "list",
+                resource: "leases",
+                namespace: Some(namespace.to_owned()),
+                name: None,
+            },
+        };
+        let resp = self.execute(&req).await.map_err(lease_hint)?;
+        let list: LeaseList = self.decode(&req, &resp)?;
+        let asked = || format!("the Leases in namespace {namespace} labelled {key}={value}");
+        if list.kind != "LeaseList" {
+            let got = format!(
+                "a {} instead of a LeaseList",
+                super::slices::or_unknown(&list.kind)
+            );
+            return Err(super::object_ref::unexpected(self, &req, asked(), got));
+        }
+        for item in &list.items {
+            let meta = &item.metadata;
+            let ok = (item.kind.is_empty() || item.kind == LEASE_KIND)
+                && meta.namespace.as_deref() == Some(namespace)
+                && meta.labels.get(key).map(String::as_str) == Some(value);
+            if !ok {
+                let got = format!("Lease {} with labels {:?}", item.key(), meta.labels);
+                return Err(super::object_ref::unexpected(self, &req, asked(), got));
+            }
+        }
+        Ok(list.items)
+    }
+
+    /// Deletes the Lease `namespace/name` if it is still at `resource_version` (a `DELETE`
+    /// with that precondition, so a Lease renewed meanwhile stays); `Ok(false)` when it was
+    /// already gone.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_lease`](Self::get_lease); a `409` when it changed since `resource_version`.
+    pub async fn delete_lease(
+        &self,
+        namespace: &str,
+        name: &str,
+        resource_version: Option<&str>,
+    ) -> Result<bool, Error> {
+        let mut preconditions = serde_json::Map::new();
+        if let Some(rv) = resource_version {
+            preconditions.insert("resourceVersion".into(), serde_json::json!(rv));
+        }
+        let options = serde_json::json!({"kind": "DeleteOptions", "apiVersion": "v1",
+                                         "preconditions": preconditions});
+        let req = Request {
+            method: Method::DELETE,
+            path: self.lease_path(namespace, name)?,
+            body: Some(crate::codec::encode(&options, self.inner.content_type)?),
+            action: action("delete", namespace, name),
+        };
+        match self.execute(&req).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(lease_hint(e)),
+        }
+    }
+}
+
 fn action(verb: &'static str, namespace: &str, name: &str) -> Action {
     Action {
         verb,
@@ -221,7 +318,7 @@ fn lease_hint(mut err: Error) -> Error {
     if let Error::Api(api) = &mut err {
         match api.kind() {
             ApiErrorKind::Forbidden => {
-                api.hint = "leader election needs, in the Lease's namespace, a Role with get, update and create on leases.coordination.k8s.io, restricted by resourceNames to the Lease's name, bound to epcheck's service account (`epcheck manifests` prints one)".to_owned();
+                api.hint = "leader election needs, in the Lease's namespace, a Role with get, update and create on leases.coordination.k8s.io, restricted by resourceNames to the Lease's name, bound to epcheck's service account; consensus.enabled also needs list, create, update and delete on leases there, unrestricted by name, for the replicas' views (`epcheck manifests` prints both)".to_owned();
             }
             _ if race => {
                 api.hint = "another replica created the Lease first; it is read again and the election goes on".to_owned();

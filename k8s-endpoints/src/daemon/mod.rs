@@ -53,12 +53,13 @@ use state_store::StateStore;
 use tokio::sync::watch;
 
 use crate::Client;
+use crate::consensus::{Agent, ConsensusSettings, View, ViewBoard, Views};
 use crate::election::LeaderState;
 
 pub use engine::Engine;
-pub use observe::{Observer, Observers, StartedService, TargetRef};
+pub use observe::{ConsensusReport, Observer, Observers, StartedService, TargetRef};
 pub use spec::{DaemonSpec, FailsafeSpec, ServiceSpec};
-pub use status::{ServiceStatus, StatusSnapshot, TargetStatus};
+pub use status::{ConsensusStatus, ServiceStatus, StatusSnapshot, TargetStatus, TargetViews};
 
 /// Tunables of the loop that the spec does not carry.
 #[derive(Debug, Clone)]
@@ -97,6 +98,7 @@ pub struct Daemon {
     observers: Observers,
     leadership: watch::Receiver<LeaderState>,
     identity: Option<String>,
+    consensus: Option<(Arc<dyn ViewBoard>, ConsensusSettings)>,
 }
 
 impl Daemon {
@@ -112,6 +114,7 @@ impl Daemon {
             observers: Observers::default(),
             leadership: watch::channel(LeaderState::standalone("standalone")).1,
             identity: None,
+            consensus: None,
         }
     }
 
@@ -142,10 +145,44 @@ impl Daemon {
         self
     }
 
+    /// Multi-vantage consensus (SPEC §9.1): publishes this replica's view on `board` and,
+    /// while it leads, removes or restores a target only when a quorum of the fresh views
+    /// agree. The replica is named by the identity given to [`leadership`](Self::leadership)
+    /// (`standalone` without one). `settings` should be valid
+    /// ([`ConsensusSettings::validate`]).
+    #[must_use]
+    pub fn consensus(mut self, board: Arc<dyn ViewBoard>, settings: ConsensusSettings) -> Self {
+        self.consensus = Some((board, settings));
+        self
+    }
+
     /// Runs until `shutdown` resolves; returns once in-flight writes finished (or the grace
     /// ran out) and state was flushed.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let observers: Arc<dyn Observer> = Arc::new(self.observers);
+        let replica = self
+            .identity
+            .clone()
+            .unwrap_or_else(|| "standalone".to_owned());
+        let (consensus, agent) = match self.consensus {
+            Some((board, settings)) => {
+                let (own_tx, own_rx) = watch::channel(View::abstaining(
+                    replica.clone(),
+                    "starting: the first probe cycle is not done",
+                ));
+                let (views_tx, views_rx) = watch::channel(Arc::new(Views::not_read()));
+                let link = engine::consensus::Link::new(
+                    replica.clone(),
+                    settings.quorum,
+                    own_tx,
+                    views_rx,
+                );
+                let agent = Agent::new(board, settings, replica);
+                let task = tokio::spawn(agent.run(own_rx, self.leadership.clone(), views_tx));
+                (Some(link), Some(task))
+            }
+            None => (None, None),
+        };
         let sweeper = unconfigured::Sweeper::new(
             &self.spec,
             self.client.clone(),
@@ -162,11 +199,16 @@ impl Daemon {
                 observers,
                 leadership: self.leadership,
                 identity: self.identity,
+                consensus,
             },
         )
         .await;
         engine.run(shutdown).await;
         sweeping.abort();
+        if let Some(agent) = agent {
+            // The engine is gone, so the agent withdraws this replica's view and ends.
+            let _ = tokio::time::timeout(Duration::from_secs(2), agent).await;
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use probe_core::{Health, ProbeOutcome, Target, Transition};
 
 use super::status::StatusSnapshot;
 use crate::client::ReconcileAction;
+use crate::consensus::Tally;
 use crate::election::LeaderState;
 
 /// One target, as the daemon's table holds it.
@@ -36,6 +37,21 @@ pub struct StartedService {
     pub targets: Vec<(Target, Health)>,
 }
 
+/// Multi-vantage consensus as the leader sees it after a read of the views (SPEC §9.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsensusReport {
+    /// Views that count, this replica's included.
+    pub fresh: usize,
+    /// Of those, views that abstain.
+    pub abstaining: usize,
+    /// Views that do not count (stale, unreadable).
+    pub stale: usize,
+    /// Every target holds its last written state (too few views, or none readable).
+    pub holding: bool,
+    /// Per service, in spec order: targets on which the voting views disagree.
+    pub disagreements: Vec<usize>,
+}
+
 /// Receives what the daemon does.
 #[allow(unused_variables)]
 pub trait Observer: Send + Sync {
@@ -53,6 +69,13 @@ pub trait Observer: Send + Sync {
     /// `target` changed health (rise/fall passed, or its first probe decided), with the last
     /// probe's error.
     fn transition(&self, target: TargetRef<'_>, transition: &Transition, error: Option<&str>) {}
+
+    /// With consensus, on the leader: `target` was written ready (`true`) or not ready
+    /// (`false`) by the votes of `tally`.
+    fn decided(&self, target: TargetRef<'_>, ready: bool, tally: &Tally) {}
+
+    /// With consensus, on the leader: the views after a change.
+    fn consensus(&self, report: &ConsensusReport) {}
 
     /// `target`'s health became known without a transition (a restored tracker's first probe).
     fn health(&self, target: TargetRef<'_>, health: Health) {}
@@ -134,6 +157,12 @@ impl Observer for Observers {
     }
     fn health(&self, target: TargetRef<'_>, health: Health) {
         self.0.iter().for_each(|o| o.health(target, health));
+    }
+    fn decided(&self, target: TargetRef<'_>, ready: bool, tally: &Tally) {
+        self.0.iter().for_each(|o| o.decided(target, ready, tally));
+    }
+    fn consensus(&self, report: &ConsensusReport) {
+        self.0.iter().for_each(|o| o.consensus(report));
     }
     fn service_targets(
         &self,

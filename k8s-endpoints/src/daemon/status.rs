@@ -12,6 +12,7 @@
 //!   "leader": "epcheck-6d5f8-x7k2q",
 //!   "is_leader": true,
 //!   "failsafe_active": false,
+//!   "consensus": null,
 //!   "services": [{
 //!     "service": "redis", "namespace": "default", "name": "redis",
 //!     "ready": 1, "configured": 2,
@@ -19,7 +20,7 @@
 //!     "targets": [{
 //!       "name": "node-01", "ip": "198.51.100.10", "port": 38080, "state": "up",
 //!       "since": "2026-01-02T02:00:00.000Z", "last_probe": "2026-01-02T03:04:05.001Z",
-//!       "last_error": null
+//!       "last_error": null, "views": null
 //!     }]
 //!   }]
 //! }
@@ -45,8 +46,37 @@ pub struct StatusSnapshot {
     pub is_leader: bool,
     /// Whether the fail-safe holds every write (SPEC §5.4).
     pub failsafe_active: bool,
+    /// Multi-vantage consensus (SPEC §9.1); `None` when it is off.
+    pub consensus: Option<ConsensusStatus>,
     /// Every configured service, in config order.
     pub services: Vec<ServiceStatus>,
+}
+
+/// The views that count, as this replica knows them (the leader reads every view; a follower
+/// knows only its own).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ConsensusStatus {
+    /// `consensus.quorum`; `None` for a majority of the fresh views.
+    pub quorum: Option<usize>,
+    /// The replicas whose views count, this one first.
+    pub fresh: Vec<String>,
+    /// Fresh views that abstain, as `replica: why`.
+    pub abstaining: Vec<String>,
+    /// Views that do not count, as `replica: why`.
+    pub stale: Vec<String>,
+    /// Why every target holds its last written state now, if it does.
+    pub holding: Option<String>,
+}
+
+/// Which replicas see a target up, down, or abstain (this replica included).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TargetViews {
+    /// Replicas that see it up.
+    pub up: Vec<String>,
+    /// Replicas that see it down.
+    pub down: Vec<String>,
+    /// Replicas that abstain.
+    pub abstain: Vec<String>,
 }
 
 /// One service in [`StatusSnapshot`].
@@ -90,6 +120,8 @@ pub struct TargetStatus {
     /// When the last probe finished.
     #[serde(serialize_with = "opt_rfc3339")]
     pub last_probe: Option<SystemTime>,
+    /// With consensus, on the leader: which replicas see it up or down.
+    pub views: Option<TargetViews>,
 }
 
 fn opt_rfc3339<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
@@ -111,6 +143,7 @@ mod tests {
             leader: None,
             is_leader: true,
             failsafe_active: false,
+            consensus: None,
             services: vec![ServiceStatus {
                 service: "redis".into(),
                 namespace: "default".into(),
@@ -127,6 +160,7 @@ mod tests {
                     since: Some(UNIX_EPOCH),
                     last_error: Some("connection refused".into()),
                     last_probe: None,
+                    views: None,
                 }],
             }],
         };

@@ -54,6 +54,7 @@ pub use config::{
     JITTER_FACTOR, RELEASE_TIMEOUT,
 };
 pub use core::{Decision, ElectionCore, Observation};
+pub(crate) use elector::error_chain;
 pub use elector::{LeaderElector, LeaderState, StatePublisher, term_timer};
 pub use handle::Election;
 pub use identity::{NAMESPACE_FILE, identity, lease_namespace};

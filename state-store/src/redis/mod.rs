@@ -18,12 +18,14 @@ use crate::error::{BackendError, Error, Result};
 mod lock;
 mod options;
 mod store;
+mod views;
 
 pub use lock::RedisLock;
 pub use options::{
     DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EVENTS_MAX_LEN, DEFAULT_KEY_PREFIX,
     DEFAULT_RECONNECT_MAX_DELAY, RedisOptions,
 };
+pub use views::{MAX_REPLICAS as MAX_VIEW_REPLICAS, PostedView, RedisViews};
 
 /// How often a repeated connection error is logged at `warn`.
 const LOG_REPEAT_EVERY: Duration = Duration::from_secs(60);
@@ -242,6 +244,11 @@ impl RedisStore {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         true
+    }
+
+    /// The consensus views of group `name` on this connection (SPEC §9.1).
+    pub fn views(&self, name: &str) -> RedisViews {
+        RedisViews::new(self.clone(), name)
     }
 
     /// The leader lock `<prefix>lock:<name>` on this connection.

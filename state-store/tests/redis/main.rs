@@ -7,6 +7,7 @@ mod connection;
 mod lock;
 mod server;
 mod store;
+mod views;
 
 use state_store::{Health, SCHEMA_VERSION, TargetRecord, TransitionEvent};
 

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
-use super::observe::{Observer, TargetRef};
+use super::observe::{ConsensusReport, Observer, TargetRef};
 use super::outage::{ApiOutage, OutageLog};
 use super::persist::{Persister, Write};
 use super::table::{ServiceSlot, Tables, TargetSlot, stored};
@@ -24,12 +24,16 @@ use crate::election::LeaderState;
 use crate::writer::{ServerPolicy, WriteOutcome};
 use probe_core::failsafe::FailSafe;
 
+pub(crate) mod consensus;
 mod events;
 mod ownership;
 mod report;
 mod witness;
 
+use consensus::Vote;
 use witness::Witnesses;
+
+use crate::consensus::Verdict;
 
 /// Most reconciles in flight at once: at start-up and at each resync every service is due at
 /// the same moment, and a hundred services must not become a hundred parallel requests (and
@@ -54,6 +58,7 @@ pub(super) struct Wiring {
     pub(super) observers: Arc<dyn Observer>,
     pub(super) leadership: watch::Receiver<LeaderState>,
     pub(super) identity: Option<String>,
+    pub(super) consensus: Option<consensus::Link>,
 }
 
 /// The result of one reconcile task.
@@ -113,6 +118,8 @@ pub struct Engine {
     /// The store outlives this process, so target records are worth saving
     /// ([`StateStore::durable`]).
     durable: bool,
+    /// Multi-vantage consensus, when it is on.
+    consensus: Option<consensus::Link>,
 }
 
 impl Engine {
@@ -129,6 +136,7 @@ impl Engine {
             observers,
             leadership,
             identity,
+            consensus,
         } = wiring;
         let server = ServerPolicy::read(&client).await;
         let mut scheduler = Scheduler::new(spec.concurrency);
@@ -203,6 +211,7 @@ impl Engine {
                 start_writes: events::StartWrites::new(services_count),
             },
             durable,
+            consensus,
         }
     }
 
@@ -240,6 +249,7 @@ impl Engine {
                 }
                 Some((slot, started, ok)) = self.witness.rx.recv() => self.on_witness(slot, started, ok),
                 Ok(()) = self.leadership.changed() => self.on_leadership(),
+                () = consensus::Link::changed(&mut self.consensus) => self.on_views(),
                 Some(done) = self.reconciles.join_next(), if !self.reconciles.is_empty() => match done {
                     Ok(done) => self.on_done(done),
                     // Cancelled on purpose (leadership lost, fail-safe engaged).
@@ -305,6 +315,118 @@ impl Engine {
             );
         }
         self.publish_status();
+    }
+
+    /// The agent has read new views: every service is decided again.
+    fn on_views(&mut self) {
+        let Some(link) = self.consensus.as_mut() else {
+            return;
+        };
+        link.take_views();
+        for i in 0..self.services.len() {
+            self.mark_dirty(i);
+        }
+        self.report_consensus();
+        self.status_dirty = true;
+    }
+
+    /// Why this replica's view abstains, if it does: it is starting, or its fail-safe holds.
+    fn abstaining(&self) -> Option<&'static str> {
+        if !self.first_cycle.done {
+            Some("starting: the first probe cycle is not done")
+        } else if self.holding {
+            Some(
+                "fail-safe active: every probe fails, so this replica's own network is the likelier fault",
+            )
+        } else {
+            None
+        }
+    }
+
+    /// Tells the observers how the views stand.
+    fn report_consensus(&self) {
+        let Some(link) = &self.consensus else {
+            return;
+        };
+        let abstaining = self.abstaining().is_some();
+        let disagreements = self
+            .services
+            .iter()
+            .map(|s| {
+                s.targets
+                    .iter()
+                    .filter_map(|&i| self.targets.get(i))
+                    .filter(|t| {
+                        link.tally(&s.key, t.target.ip, Vote::of(t.health, abstaining))
+                            .disagrees()
+                    })
+                    .count()
+            })
+            .collect();
+        let (fresh, abstain, stale) = link.counts(abstaining);
+        self.observers.consensus(&ConsensusReport {
+            fresh,
+            abstaining: abstain,
+            stale,
+            holding: link.hold_reason().is_some(),
+            disagreements,
+        });
+    }
+
+    /// Hands this replica's view to the consensus agent (it publishes only changes).
+    fn publish_view(&self) {
+        let Some(link) = &self.consensus else {
+            return;
+        };
+        let abstain = self.abstaining().map(str::to_owned);
+        let mut down = std::collections::BTreeMap::new();
+        if abstain.is_none() {
+            for s in &self.services {
+                let ips: BTreeSet<IpAddr> = s
+                    .targets
+                    .iter()
+                    .filter_map(|&i| self.targets.get(i))
+                    .filter(|t| t.health == Health::Down)
+                    .map(|t| t.target.ip)
+                    .collect();
+                down.insert(s.key.clone(), ips);
+            }
+        }
+        link.publish(abstain, down);
+    }
+
+    /// With consensus, tells the observers which targets a write moved in or out of the
+    /// ready set, and by how many votes.
+    fn report_decisions(&self, service: usize, before: &[IpAddr], after: &[IpAddr]) {
+        let (Some(link), Some(s)) = (&self.consensus, self.services.get(service)) else {
+            return;
+        };
+        let abstaining = self.abstaining().is_some();
+        for &index in &s.targets {
+            let Some(slot) = self.targets.get(index) else {
+                continue;
+            };
+            let ip = slot.target.ip;
+            let (was, is) = (before.contains(&ip), after.contains(&ip));
+            if was == is {
+                continue;
+            }
+            let tally = link.tally(&s.key, ip, Vote::of(slot.health, abstaining));
+            if is {
+                tracing::info!(service = %s.key, target = %slot.target.name, addr = %slot.target.addr(), agreement = %tally.agreement(), "consensus: target written ready");
+            } else {
+                tracing::warn!(service = %s.key, target = %slot.target.name, addr = %slot.target.addr(), agreement = %tally.agreement(), "consensus: target removed from the ready set");
+            }
+            self.observers.decided(
+                TargetRef {
+                    index,
+                    service,
+                    target: &slot.target,
+                },
+                is,
+                &tally,
+            );
+        }
     }
 
     /// Whether this replica may start a write now.
@@ -578,18 +700,51 @@ impl Engine {
         }
     }
 
-    /// The addresses a service should have now, and whether a removal awaits confirmation.
-    fn desired(&self, service: &ServiceSlot) -> (Vec<IpAddr>, Vec<IpAddr>, bool) {
+    /// The addresses a service should have now: ready, not ready, held as the live object
+    /// has them (consensus without a quorum, before this replica wrote the service), and
+    /// whether a removal awaits confirmation.
+    fn desired(&self, service: &ServiceSlot) -> Desired {
         let mut ready = BTreeSet::new();
         let mut not_ready = BTreeSet::new();
+        let mut held = BTreeSet::new();
         let mut awaiting = false;
         let applied_ready: BTreeSet<IpAddr> = service
             .applied
             .as_ref()
             .map(|(r, _)| r.iter().copied().collect())
             .unwrap_or_default();
+        let consensus = self.consensus.as_ref().map(|link| {
+            let holding = link.hold_reason().is_some();
+            (link, holding)
+        });
+        let abstaining = self.abstaining().is_some();
         for slot in service.targets.iter().filter_map(|&i| self.targets.get(i)) {
             let ip = slot.target.ip;
+            if let Some((link, holding)) = consensus {
+                let tally = link.tally(&service.key, ip, Vote::of(slot.health, abstaining));
+                match link.verdict(&tally, holding) {
+                    Verdict::Up => {
+                        ready.insert(ip);
+                        continue;
+                    }
+                    // Others see it down too: the failure is the target's, not this replica's.
+                    Verdict::Down if tally.remote_down > 0 => {
+                        not_ready.insert(ip);
+                        continue;
+                    }
+                    // Down by this replica's vote alone (it is the only view): as without
+                    // consensus, below.
+                    Verdict::Down => {}
+                    Verdict::Hold => {
+                        match &service.applied {
+                            Some(_) if applied_ready.contains(&ip) => ready.insert(ip),
+                            Some(_) => not_ready.insert(ip),
+                            None => held.insert(ip),
+                        };
+                        continue;
+                    }
+                }
+            }
             match slot.health {
                 Health::Up => {
                     ready.insert(ip);
@@ -613,11 +768,13 @@ impl Engine {
             }
         }
         not_ready.retain(|ip| !ready.contains(ip));
-        (
-            ready.into_iter().collect(),
-            not_ready.into_iter().collect(),
+        held.retain(|ip| !ready.contains(ip) && !not_ready.contains(ip));
+        Desired {
+            ready: ready.into_iter().collect(),
+            not_ready: not_ready.into_iter().collect(),
+            held: held.into_iter().collect(),
             awaiting,
-        )
+        }
     }
 
     fn start_due(&mut self) {
@@ -688,8 +845,14 @@ impl Engine {
                 }
                 continue;
             }
-            let (ready, not_ready, awaiting) = self.desired(s);
+            let Desired {
+                ready,
+                not_ready,
+                held,
+                awaiting,
+            } = self.desired(s);
             let unchanged = !s.force_read
+                && held.is_empty()
                 && s.applied
                     .as_ref()
                     .is_some_and(|(r, n)| *r == ready && *n == not_ready);
@@ -724,6 +887,18 @@ impl Engine {
                 self.client.clone()
             };
             self.reconciles.spawn(async move {
+                let (ready, not_ready) =
+                    match resolve_held(&writer, &client, ready, not_ready, held).await {
+                        Ok(sets) => sets,
+                        Err((ready, not_ready, e)) => {
+                            return Done {
+                                service: i,
+                                ready,
+                                not_ready,
+                                result: Err(e),
+                            };
+                        }
+                    };
                 let result = writer
                     .reconcile(&client, &ready, &not_ready, ReconcileMode::Apply)
                     .await;
@@ -802,7 +977,12 @@ impl Engine {
                         applied_at: state_store::now_ms(),
                     },
                 ));
+                let before = s.applied.as_ref().map(|(r, _)| r.clone());
+                let after = done.ready.clone();
                 s.applied = Some((done.ready, done.not_ready));
+                if let Some(before) = before {
+                    self.report_decisions(done.service, &before, &after);
+                }
             }
             Err(e) if e.is_selector_owned() => {
                 // The ApiServer answered: not part of an outage.
@@ -865,6 +1045,43 @@ impl Engine {
         }
         self.update_service_gauges(done.service);
         self.status_dirty = true;
+    }
+}
+
+/// What a service should have now (see [`Engine::desired`]).
+struct Desired {
+    ready: Vec<IpAddr>,
+    not_ready: Vec<IpAddr>,
+    /// Held as the live object has them.
+    held: Vec<IpAddr>,
+    awaiting: bool,
+}
+
+/// Puts the `held` addresses where the live object has them (ready or not).
+async fn resolve_held(
+    writer: &crate::writer::ObjectWriter,
+    client: &Client,
+    mut ready: Vec<IpAddr>,
+    mut not_ready: Vec<IpAddr>,
+    held: Vec<IpAddr>,
+) -> Result<(Vec<IpAddr>, Vec<IpAddr>), (Vec<IpAddr>, Vec<IpAddr>, crate::Error)> {
+    if held.is_empty() {
+        return Ok((ready, not_ready));
+    }
+    match writer.live_ready(client).await {
+        Ok(live) => {
+            for ip in held {
+                if live.contains(&ip) {
+                    ready.push(ip);
+                } else {
+                    not_ready.push(ip);
+                }
+            }
+            ready.sort();
+            not_ready.sort();
+            Ok((ready, not_ready))
+        }
+        Err(e) => Err((ready, not_ready, e)),
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use probe_core::Health;
 
 use super::Engine;
+use super::consensus::Vote;
 use crate::daemon::status::{ServiceStatus, StatusSnapshot, TargetStatus};
 
 impl Engine {
@@ -31,6 +32,11 @@ impl Engine {
     /// Publishes the status document to the observers.
     pub(super) fn publish_status(&mut self) {
         self.status_dirty = false;
+        self.publish_view();
+        let leads = self.leadership.borrow().is_leader;
+        // The others' views are read by the leader only.
+        let consensus = self.consensus.as_ref().filter(|_| leads);
+        let abstaining = self.abstaining();
         let services = self
             .services
             .iter()
@@ -47,6 +53,13 @@ impl Engine {
                         since: Some(t.since),
                         last_error: t.last_error.clone(),
                         last_probe: t.last_probe,
+                        views: consensus.map(|link| {
+                            link.voters(
+                                &s.key,
+                                t.target.ip,
+                                Vote::of(t.health, abstaining.is_some()),
+                            )
+                        }),
                     })
                     .collect();
                 ServiceStatus {
@@ -67,6 +80,16 @@ impl Engine {
             leader: leadership.leader.clone(),
             is_leader: leadership.is_leader,
             failsafe_active: self.holding,
+            consensus: self.consensus.as_ref().map(|link| {
+                let mut status = link.status(abstaining);
+                if !leads {
+                    // A follower reads no views: it knows only its own.
+                    status.fresh.truncate(1);
+                    status.stale.clear();
+                    status.holding = None;
+                }
+                status
+            }),
             services,
         }));
     }
