@@ -3,6 +3,7 @@
 
 mod util;
 
+mod consensus;
 mod daemon;
 mod faultrun;
 mod khcheck;

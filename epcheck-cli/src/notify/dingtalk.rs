@@ -193,11 +193,33 @@ mod tests {
             to: Health::Down,
             error: Some("connection refused".into()),
             at,
+            agreed: None,
         });
         assert_eq!(
             text(&t),
             "epcheck: redis/node-02 (198.51.100.11:38080) is DOWN, was UP: connection refused\n\
              at 2025-01-02T03:04:05.000Z"
+        );
+        // A consensus decision says how many replicas agreed.
+        let target = probe_core::Target::new("redis", "node-02", [198, 51, 100, 11].into(), 38080);
+        let tally = k8s_endpoints::consensus::Tally {
+            views: 3,
+            up: 1,
+            down: 2,
+            abstain: 0,
+            remote_down: 1,
+        };
+        let mut decided = TargetEvent::decided(&target, false, &tally);
+        decided.at = at;
+        assert_eq!(
+            text(&NotifyEvent::Target(decided.clone())),
+            "epcheck: redis/node-02 (198.51.100.11:38080) is DOWN, was UP (2/3 see it down)\n\
+             at 2025-01-02T03:04:05.000Z"
+        );
+        let vars = crate::notify::script::vars(&NotifyEvent::Target(decided));
+        assert!(
+            vars.contains(&("EPCHECK_AGREED", "2/3 see it down".to_owned())),
+            "{vars:?}"
         );
         let s = NotifyEvent::Service(ServiceEvent {
             service: "redis".into(),

@@ -310,6 +310,7 @@ mod tests {
             to: Health::Down,
             error: Some("connection refused".into()),
             at: at(1_735_787_045, 678),
+            agreed: None,
         });
         assert_eq!(
             serde_json::to_value(&target).unwrap(),

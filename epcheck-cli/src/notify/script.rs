@@ -146,6 +146,7 @@ mod tests {
             to: Health::Down,
             error: Some("connection refused".into()),
             at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_735_787_045),
+            agreed: None,
         })
     }
 

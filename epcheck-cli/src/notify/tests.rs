@@ -27,6 +27,7 @@ fn event(target: &str, to: Health) -> NotifyEvent {
         to,
         error: (to == Health::Down).then(|| "connection refused".to_owned()),
         at: SystemTime::now(),
+        agreed: None,
     })
 }
 
