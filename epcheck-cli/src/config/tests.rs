@@ -197,3 +197,56 @@ fn half_open_reaches_every_connect_check_and_is_flagged_with_a_conversation() {
     let bad = errors(&format!("{}\nprobe: {{half_open: maybe}}\n", seed()));
     assert!(bad.iter().any(|d| d.key == "probe.half_open"), "{bad:?}");
 }
+
+#[test]
+fn consensus_is_off_by_default_and_needs_leader_election_and_sane_timings() {
+    use std::time::Duration;
+    let c = load(seed()).unwrap().config;
+    assert!(!c.consensus.enabled);
+    assert_eq!(
+        c.consensus.settings,
+        k8s_endpoints::consensus::ConsensusSettings::default()
+    );
+
+    let on = format!(
+        "{}\nleader_election: {{enabled: true}}\nconsensus: {{enabled: true, quorum: 2, heartbeat: 2000}}\n",
+        seed()
+    );
+    let c = load(&on).unwrap().config;
+    assert!(c.consensus.enabled);
+    let s = &c.consensus.settings;
+    assert_eq!(s.quorum, Some(2));
+    assert_eq!(s.heartbeat, Duration::from_secs(2));
+    assert_eq!(
+        s.ttl,
+        Duration::from_secs(6),
+        "ttl defaults to three heartbeats"
+    );
+    assert_eq!(s.read_interval, Duration::from_secs(1));
+
+    let alone = errors(&format!("{}\nconsensus: {{enabled: true}}\n", seed()));
+    assert!(
+        alone
+            .iter()
+            .any(|d| d.key == "consensus.enabled" && d.message.contains("leader_election.enabled")),
+        "{alone:?}"
+    );
+    let short = errors(&format!(
+        "{}\nleader_election: {{enabled: true}}\nconsensus: {{enabled: true, heartbeat: 5000, ttl: 5500}}\n",
+        seed()
+    ));
+    assert!(
+        short
+            .iter()
+            .any(|d| d.key == "consensus" && d.message.contains("consensus.ttl (5500 ms)")),
+        "{short:?}"
+    );
+    let zero = errors(&format!("{}\nconsensus: {{quorum: 0}}\n", seed()));
+    assert!(zero.iter().any(|d| d.key == "consensus.quorum"), "{zero:?}");
+    let typo = load(&format!("{}\nconsensus: {{enable: true}}\n", seed()));
+    let text = match typo {
+        Err(e) => e.to_string(),
+        Ok(l) => format!("{:?}", l.warnings),
+    };
+    assert!(text.contains("enable"), "{text}");
+}

@@ -15,6 +15,9 @@ pub struct NamespaceAccess {
     pub endpoints: BTreeSet<String>,
     /// The Lease used for leader election, when it is in this namespace.
     pub lease: Option<String>,
+    /// `consensus.enabled` with Leases: every replica publishes its view in a Lease of its own
+    /// here, named after the replica, and the leader lists them.
+    pub views: bool,
     /// EndpointSlices are written here (`mode: endpointslice`).
     pub endpoint_slices: bool,
     /// EndpointSlices that epcheck wrote here in `mode: endpointslice` may be left to hand
@@ -42,7 +45,9 @@ pub fn written_namespaces(
         access.prune = config.prune;
     }
     if let Some(ns) = lease_namespace(config, own_namespace) {
-        out.entry(ns).or_default().lease = Some(config.leader_election.name.clone());
+        let access = out.entry(ns).or_default();
+        access.lease = Some(config.leader_election.name.clone());
+        access.views = config.consensus.enabled;
     }
     out
 }
@@ -159,6 +164,17 @@ pub(super) fn role(ns: &str, name: &str, access: &NamespaceAccess) -> Value {
             "leases",
             &["get", "update", "create"],
             Some(&names),
+        ));
+    }
+    if access.views {
+        // A view Lease is named after its replica (the pod), unknown in advance, and the
+        // leader lists them by label, deletes ones left by replicas that died, and each
+        // replica deletes its own at shutdown: none of these can be name-restricted.
+        rules.push(rule(
+            "coordination.k8s.io",
+            "leases",
+            &["get", "list", "create", "update", "delete"],
+            None,
         ));
     }
     json!({

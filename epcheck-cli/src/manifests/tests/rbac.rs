@@ -20,6 +20,10 @@ fn allowed(
         ("", "endpoints") if access.prune => Some((&["create"], &["get", "list", "update"])),
         ("", "endpoints") => Some((&["get", "update", "create"], &["list"])),
         ("", "services") => Some((&["get"], &[])),
+        ("coordination.k8s.io", "leases") if access.views => Some((
+            &["get", "update", "create"],
+            &["get", "list", "create", "update", "delete"],
+        )),
         ("coordination.k8s.io", "leases") => Some((&["get", "update", "create"], &[])),
         ("discovery.k8s.io", "endpointslices") => {
             Some((&[], &["get", "list", "create", "update", "delete"]))
@@ -193,6 +197,20 @@ fn leases_only_with_leader_election_on_a_lease() {
     let lease = one(&docs, "Lease");
     assert_eq!(lease["metadata"]["namespace"], NAME);
     assert_eq!(one(&docs, "Deployment")["spec"]["replicas"], 2);
+
+    // Consensus views: each replica's own Lease, listed by the leader.
+    config.consensus.enabled = true;
+    let docs = generate(&config, SEED);
+    assert_least_privilege(&config, &docs);
+    let leases = rules_for(&docs, "leases");
+    assert_eq!(leases.len(), 2);
+    let views = &leases[1].1;
+    assert!(views.get("resourceNames").is_none());
+    assert_eq!(
+        strings(&views["verbs"]),
+        BTreeSet::from(["create", "delete", "get", "list", "update"].map(String::from))
+    );
+    config.consensus.enabled = false;
 
     config.leader_election.backend = LeaderBackend::Redis;
     let docs = generate(&config, SEED);
