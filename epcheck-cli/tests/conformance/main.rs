@@ -25,6 +25,7 @@
 #[path = "../util.rs"]
 mod util;
 
+mod consensus;
 mod election;
 mod once;
 mod prune;

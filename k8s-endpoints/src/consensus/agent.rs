@@ -310,3 +310,230 @@ impl Agent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::error::Error;
+
+    /// A board in memory: `posted` is what a read returns, or an error when `None`.
+    #[derive(Default)]
+    struct MemBoard {
+        posted: Mutex<Option<Vec<Posted>>>,
+        published: Mutex<Vec<View>>,
+        forgotten: Mutex<Vec<String>>,
+        withdrawn: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl ViewBoard for MemBoard {
+        async fn publish(&self, view: &View, _ttl: Duration) -> Result<(), Error> {
+            self.published.lock().unwrap().push(view.clone());
+            Ok(())
+        }
+        async fn read(&self) -> Result<Vec<Posted>, Error> {
+            self.posted.lock().unwrap().clone().ok_or(Error::Lock {
+                lock: "mem".into(),
+                problem: "down".into(),
+                source: None,
+            })
+        }
+        async fn withdraw(&self, replica: &str) -> Result<(), Error> {
+            self.withdrawn.lock().unwrap().push(replica.to_owned());
+            Ok(())
+        }
+        async fn forget(&self, posted: &Posted) -> Result<(), Error> {
+            self.forgotten.lock().unwrap().push(posted.id.clone());
+            if let Some(list) = self.posted.lock().unwrap().as_mut() {
+                list.retain(|p| p.id != posted.id);
+            }
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    fn settings() -> ConsensusSettings {
+        ConsensusSettings {
+            quorum: None,
+            heartbeat: Duration::from_millis(400),
+            ttl: Duration::from_millis(1500),
+            read_interval: Duration::from_millis(200),
+        }
+    }
+
+    fn view_of(replica: &str, down: &[&str]) -> View {
+        let ips = down.iter().map(|i| i.parse().unwrap()).collect();
+        View::voting(replica, BTreeMap::from([("web".to_owned(), ips)]))
+    }
+
+    fn posted(replica: &str, view: View, change: Option<&str>, expired: bool) -> Posted {
+        Posted {
+            id: format!("id-{replica}"),
+            replica: replica.to_owned(),
+            view: Ok(view),
+            change: change.map(str::to_owned),
+            expired,
+        }
+    }
+
+    struct Running {
+        board: Arc<MemBoard>,
+        own: watch::Sender<View>,
+        out: watch::Receiver<Arc<Views>>,
+        _leader: watch::Sender<LeaderState>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn run(board: Arc<MemBoard>) -> Running {
+        let (own, own_rx) = watch::channel(View::abstaining("me", "starting"));
+        let (leader, leader_rx) = watch::channel(LeaderState::standalone("me"));
+        let (out_tx, out) = watch::channel(Arc::new(Views::not_read()));
+        let agent = Agent::new(board.clone(), settings(), "me".into());
+        let task = tokio::spawn(agent.run(own_rx, leader_rx, out_tx));
+        Running {
+            board,
+            own,
+            out,
+            _leader: leader,
+            task,
+        }
+    }
+
+    async fn after(ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_view_votes_once_seen_to_change_and_goes_stale_after_the_ttl() {
+        let board = Arc::new(MemBoard::default());
+        let b = view_of("b", &["198.51.100.1"]);
+        *board.posted.lock().unwrap() = Some(vec![
+            posted("b", b.clone(), Some("1"), false),
+            // This replica's own view is left out: the daemon has it live.
+            posted("me", view_of("me", &[]), Some("9"), false),
+        ]);
+        let r = run(board.clone());
+        after(50).await;
+        let views = r.out.borrow().clone();
+        assert_eq!(views.unknown, None);
+        assert_eq!(views.fresh.len(), 1);
+        assert_eq!(
+            views.fresh[0].abstain.as_deref(),
+            Some("not yet seen to change by this leader"),
+            "a view first seen may be a dead replica's last word"
+        );
+        // Its next heartbeat changes the version: now it votes.
+        *board.posted.lock().unwrap() = Some(vec![posted("b", b.clone(), Some("2"), false)]);
+        after(250).await;
+        assert_eq!(r.out.borrow().fresh, vec![b.clone()]);
+        // No change for a TTL on this reader's clock: stale (at the first read past it).
+        after(1600).await;
+        let views = r.out.borrow().clone();
+        assert!(views.fresh.is_empty());
+        assert_eq!(views.stale.len(), 1);
+        assert!(
+            views.stale[0].1.contains("over the 1500 ms TTL"),
+            "{:?}",
+            views.stale
+        );
+        assert!(r.board.forgotten.lock().unwrap().is_empty());
+        // Stale for ten TTLs: removed from the board.
+        after(15_200).await;
+        assert_eq!(*r.board.forgotten.lock().unwrap(), vec!["id-b".to_owned()]);
+        drop(r.own);
+        r.task.await.unwrap();
+        assert_eq!(*board.withdrawn.lock().unwrap(), vec!["me".to_owned()]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_redis_view_counts_while_its_key_lives() {
+        let board = Arc::new(MemBoard::default());
+        let b = view_of("b", &[]);
+        *board.posted.lock().unwrap() = Some(vec![posted("b", b.clone(), None, false)]);
+        let r = run(board.clone());
+        after(50).await;
+        assert_eq!(
+            r.out.borrow().fresh,
+            vec![b.clone()],
+            "the key's TTL is Redis's to keep"
+        );
+        let mut gone = posted("b", b, None, true);
+        gone.view = Err("expired".into());
+        *board.posted.lock().unwrap() = Some(vec![gone]);
+        after(250).await;
+        let views = r.out.borrow().clone();
+        assert!(views.fresh.is_empty());
+        assert_eq!(
+            views.stale,
+            vec![("b".to_owned(), "its TTL ran out".to_owned())]
+        );
+        drop(r.own);
+        r.task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_view_is_published_on_change_and_every_heartbeat() {
+        let board = Arc::new(MemBoard::default());
+        *board.posted.lock().unwrap() = Some(Vec::new());
+        let r = run(board.clone());
+        after(50).await;
+        assert_eq!(
+            board.published.lock().unwrap().len(),
+            1,
+            "published at start"
+        );
+        // Unchanged: one write per heartbeat.
+        after(1200).await;
+        assert_eq!(board.published.lock().unwrap().len(), 4);
+        // Three changes in a burst: published together, after at most the minimum gap.
+        for down in [
+            &["198.51.100.1"][..],
+            &["198.51.100.1", "198.51.100.2"],
+            &["198.51.100.2"],
+        ] {
+            r.own.send_replace(view_of("me", down));
+        }
+        after(210).await;
+        let published = board.published.lock().unwrap().clone();
+        assert_eq!(published.len(), 5, "{published:?}");
+        assert_eq!(published[4], view_of("me", &["198.51.100.2"]));
+        drop(r.own);
+        r.task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unreadable_views_hold_decisions_once_the_last_read_is_a_ttl_old() {
+        let board = Arc::new(MemBoard::default());
+        let b = view_of("b", &[]);
+        *board.posted.lock().unwrap() = Some(vec![posted("b", b.clone(), None, false)]);
+        let r = run(board.clone());
+        after(50).await;
+        assert_eq!(r.out.borrow().fresh.len(), 1);
+        *board.posted.lock().unwrap() = None;
+        after(1000).await;
+        assert_eq!(
+            r.out.borrow().fresh,
+            vec![b],
+            "a short failure keeps the last picture"
+        );
+        after(700).await;
+        let views = r.out.borrow().clone();
+        assert!(views.fresh.is_empty());
+        assert!(
+            views
+                .unknown
+                .as_deref()
+                .unwrap_or_default()
+                .contains("cannot be read"),
+            "{views:?}"
+        );
+        drop(r.own);
+        r.task.await.unwrap();
+    }
+}
