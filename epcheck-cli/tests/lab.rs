@@ -52,18 +52,20 @@ use serde_json::{Value, json};
 
 use crate::util::{Epcheck, web_config};
 
-const ROLE_ENV: &str = "EPCHECK_LAB_ROLE";
-const ADDR_ENV: &str = "EPCHECK_LAB_ADDR";
+pub(crate) const ROLE_ENV: &str = "EPCHECK_LAB_ROLE";
+/// The address the lab ApiServer binds (default 127.0.0.1).
+pub(crate) const BIND_ENV: &str = "EPCHECK_LAB_BIND";
+pub(crate) const ADDR_ENV: &str = "EPCHECK_LAB_ADDR";
 /// Restricts the drop methods tried to one (`nft`, `netem` or `blackhole`), to exercise a
 /// fallback on a machine that has the preferred one.
 const DROP_ENV: &str = "EPCHECK_LAB_DROP";
 /// What a role process puts before each JSON line it reports (libtest may print on the same
 /// line, so the reader looks for it anywhere in the line).
 const MARK: &str = "EPLAB ";
-const TOKEN: &str = "lab-token-5c1e";
+pub(crate) const TOKEN: &str = "lab-token-5c1e";
 const PORT: u16 = 8080;
 /// The subnets the lab may use, in order of preference.
-const SUBNETS: [&str; 2] = ["198.51.100.", "203.0.113."];
+pub(crate) const SUBNETS: [&str; 2] = ["198.51.100.", "203.0.113."];
 
 const INTERVAL_MS: u64 = 1000;
 const TIMEOUT_MS: u64 = 500;
@@ -118,8 +120,14 @@ fn role_apiserver() {
         .build()
         .unwrap();
     rt.block_on(async {
+        // EPCHECK_LAB_BIND: serve on a lab address (replicas in other namespaces reach it).
+        let bind = std::env::var(BIND_ENV)
+            .ok()
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
         let api = fixtures::apiserver::ApiServer::builder()
             .strict_ips(true)
+            .bind(bind)
             .start()
             .await
             .unwrap();
@@ -150,7 +158,7 @@ fn role_apiserver() {
     });
 }
 
-fn now_ms() -> f64 {
+pub(crate) fn now_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -168,7 +176,7 @@ fn ips(body: &Value, key: &str) -> Vec<String> {
 // Commands run by the orchestrator.
 
 /// Runs a command to completion; its stdout, or a message with its stderr.
-fn run(prog: &str, args: &[&str]) -> Result<String, String> {
+pub(crate) fn run(prog: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new(prog)
         .args(args)
         .stdin(Stdio::null())
@@ -186,16 +194,16 @@ fn run(prog: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
-fn ip(args: &[&str]) -> Result<String, String> {
+pub(crate) fn ip(args: &[&str]) -> Result<String, String> {
     run("ip", args)
 }
 
 /// Runs a lab set-up step that must work.
-fn must(prog: &str, args: &[&str]) -> String {
+pub(crate) fn must(prog: &str, args: &[&str]) -> String {
     run(prog, args).unwrap_or_else(|e| panic!("netns lab set-up: {e}"))
 }
 
-fn effective_uid() -> Option<u32> {
+pub(crate) fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()
@@ -203,7 +211,7 @@ fn effective_uid() -> Option<u32> {
 
 /// Kills what is left in a lab namespace: only processes this test (or an earlier run of it)
 /// started live there.
-fn kill_namespace_pids(ns: &str) {
+pub(crate) fn kill_namespace_pids(ns: &str) {
     if let Ok(pids) = ip(&["netns", "pids", ns]) {
         for pid in pids.split_whitespace() {
             let _ = run("kill", &["-KILL", pid]);
@@ -212,7 +220,7 @@ fn kill_namespace_pids(ns: &str) {
 }
 
 /// Deletes `epl-<pid>-…` namespaces whose creating test process no longer exists.
-fn remove_stale_namespaces() {
+pub(crate) fn remove_stale_namespaces() {
     let Ok(list) = ip(&["netns", "list"]) else {
         return;
     };
@@ -238,9 +246,9 @@ fn remove_stale_namespaces() {
 
 /// A process started in a namespace; its stdin is held open so that a role process lives
 /// exactly as long as this handle.
-struct Proc {
-    child: Child,
-    _stdin: Option<ChildStdin>,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) _stdin: Option<ChildStdin>,
 }
 
 impl Proc {
@@ -248,14 +256,14 @@ impl Proc {
         self.child.id()
     }
 
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
 /// The namespaces and processes of one run; dropping it tears everything down.
-struct Lab {
+pub(crate) struct Lab {
     tag: String,
     /// The subnet's first three octets with the trailing dot, e.g. `198.51.100.`.
     net: String,
@@ -464,7 +472,11 @@ impl Lab {
 
     /// Starts this executable in namespace `ns` in the given role; returns it and the reports
     /// it prints.
-    fn spawn_role(ns: &str, role: &str, env: &[(&str, &str)]) -> (Proc, Receiver<Value>) {
+    pub(crate) fn spawn_role(
+        ns: &str,
+        role: &str,
+        env: &[(&str, &str)],
+    ) -> (Proc, Receiver<Value>) {
         let exe = std::env::current_exe().unwrap();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns])
@@ -737,7 +749,7 @@ impl Lab {
     }
 }
 
-fn strings(v: &Value) -> Vec<String> {
+pub(crate) fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .into_iter()
         .flatten()
@@ -746,7 +758,7 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 /// Whether to skip, and why: not root, or no `ip netns`.
-fn skip_reason() -> Option<String> {
+pub(crate) fn skip_reason() -> Option<String> {
     match effective_uid() {
         Some(0) => {}
         Some(uid) => return Some(format!("not root (uid {uid})")),
@@ -758,7 +770,7 @@ fn skip_reason() -> Option<String> {
     None
 }
 
-fn skip(reason: &str) {
+pub(crate) fn skip(reason: &str) {
     // CI runs as root and must run the lab; only a machine without root may skip there.
     let in_ci = std::env::var_os("CI").is_some();
     assert!(

@@ -8,6 +8,7 @@ mod daemon;
 mod faultrun;
 mod khcheck;
 mod lab;
+mod lab_consensus;
 mod leader;
 mod manifests;
 mod once;
