@@ -36,6 +36,7 @@ fn config(
     n: usize,
     backend: &str,
     redis: Option<&str>,
+    extra: &str,
 ) -> String {
     let ips: Vec<String> = targets.iter().map(ip_of).collect();
     let redis_block = redis
@@ -43,7 +44,7 @@ fn config(
         .unwrap_or_default();
     let top = format!(
         "interval: 400\npingtimeout: 300\nurl: {}\ntoken_file: token-{n}\nresync_interval: 60000\n\
-         metrics: {{listen: off}}\nprobe: {{rise: 1, fall: 1, fast_interval: 100}}\n{redis_block}\
+         {extra}\nprobe: {{rise: 1, fall: 1, fast_interval: 100}}\n{redis_block}\
          leader_election:\n  enabled: true\n  backend: {backend}\n  namespace: default\n  name: epcheck\n\
          \x20 lease_duration: {LEASE_MS}\n  renew_deadline: {RENEW_MS}\n  retry_period: {RETRY_MS}\n\
          consensus:\n  enabled: true\n  heartbeat: {HEARTBEAT_MS}\n  ttl: {TTL_MS}\n  read_interval: {READ_MS}\n",
@@ -70,13 +71,14 @@ fn replica(
     n: usize,
     backend: &str,
     redis: Option<&str>,
+    extra: &str,
 ) -> Daemon {
     let token = format!("token-of-replica-{n}");
     api.add_user_token(token.clone(), format!("replica-{n}"), Permissions::all());
     e.write(&format!("token-{n}"), &token);
     let path = e.write(
         &format!("c{n}.yaml"),
-        &config(api, targets, n, backend, redis),
+        &config(api, targets, n, backend, redis, extra),
     );
     let pod = format!("replica-{n}");
     Daemon::start_with_env(e, path.to_str().unwrap(), &[("POD_NAME", &pod)])
@@ -175,7 +177,22 @@ async fn a_backend_leaves_only_when_a_quorum_sees_it_down() {
         FakeReplica::start(&api, "replica-c"),
     );
     let e = Epcheck::new();
-    let leader = replica(&e, &api, &targets, 0, "lease", None);
+    // The leader serves /status and /metrics and runs a notify script that records its
+    // environment.
+    let notified = e.dir.path().join("notified");
+    let script = e.write(
+        "notify.sh",
+        &format!(
+            "#!/bin/sh\nenv | grep ^EPCHECK_ | sort >> {notified:?}\necho --- >> {notified:?}\n"
+        ),
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let extra = format!(
+        "metrics: {{listen: \"127.0.0.1:0\"}}\nnotify: {{script: {}}}",
+        script.display()
+    );
+    let leader = replica(&e, &api, &targets, 0, "lease", None, &extra);
+    let metrics = leader.metrics_addr().await;
     assert!(
         until_ready(&api, &ips, Duration::from_secs(10))
             .await
@@ -213,6 +230,51 @@ async fn a_backend_leaves_only_when_a_quorum_sees_it_down() {
         leader.log()
     );
     assert_eq!(endpoint_writes(&api), writes, "the Endpoints were written");
+    // /status says who sees it how; the metrics count the views and the disagreement.
+    let status = fixtures::http::get(&metrics, "/status", "application/json")
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    let votes = &status["services"][0]["targets"][0]["views"];
+    let me = identity(&leader.log());
+    assert_eq!(votes["down"], serde_json::json!([me]), "{status}");
+    assert_eq!(
+        votes["up"],
+        serde_json::json!(["replica-b", "replica-c"]),
+        "{status}"
+    );
+    assert_eq!(
+        status["consensus"]["fresh"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    assert_eq!(
+        status["consensus"]["holding"],
+        serde_json::Value::Null,
+        "{status}"
+    );
+    let scrape = fixtures::http::get(&metrics, "/metrics", "text/plain")
+        .await
+        .unwrap()
+        .body;
+    for line in [
+        "epcheck_consensus_views{state=\"fresh\"} 3",
+        "epcheck_consensus_views{state=\"stale\"} 0",
+        "epcheck_consensus_disagreements{service=\"web\"} 1",
+        "epcheck_consensus_holding 0",
+    ] {
+        assert!(
+            scrape.lines().any(|l| l == line),
+            "no {line:?} in:\n{scrape}"
+        );
+    }
+    assert!(
+        !std::fs::read_to_string(&notified)
+            .unwrap_or_default()
+            .contains("EPCHECK_TARGET"),
+        "a replica's own probe result was notified:\n{}",
+        std::fs::read_to_string(&notified).unwrap_or_default()
+    );
 
     // A second replica sees it down: 2 of 3 agree, it goes.
     b.sees_down(&[&ips[0]]);
@@ -229,6 +291,22 @@ async fn a_backend_leaves_only_when_a_quorum_sees_it_down() {
         "{}",
         leader.log()
     );
+    // The notification is the decision, with how many agreed.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let text = loop {
+        let text = std::fs::read_to_string(&notified).unwrap_or_default();
+        if text.contains("EPCHECK_AGREED") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for want in [
+        "EPCHECK_AGREED=2/3 see it down",
+        "EPCHECK_TO=down",
+        "EPCHECK_TARGET=node-01",
+    ] {
+        assert!(text.lines().any(|l| l == want), "no {want} in:\n{text}");
+    }
 
     // Replica c dies: after its TTL two views are fresh, and both must agree.
     c.die();
@@ -319,7 +397,17 @@ async fn three_replicas(backend: &str, redis: Option<&str>) {
     let ips: Vec<String> = targets.iter().map(ip_of).collect();
     let e = Epcheck::new();
     let mut daemons: Vec<Option<Daemon>> = (0..3)
-        .map(|n| Some(replica(&e, &api, &targets, n, backend, redis)))
+        .map(|n| {
+            Some(replica(
+                &e,
+                &api,
+                &targets,
+                n,
+                backend,
+                redis,
+                "metrics: {listen: off}",
+            ))
+        })
         .collect();
     assert!(
         until_ready(&api, &ips, Duration::from_secs(10))

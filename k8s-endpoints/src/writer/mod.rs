@@ -282,7 +282,7 @@ impl ObjectWriter {
     }
 
     /// The addresses the live objects show ready now: the Endpoints object's `addresses`, or
-    /// in slice mode the endpoints of epcheck's slices not marked unready. Empty when nothing
+    /// in slice mode the endpoints of epcheck's slices not marked unready; `None` when nothing
     /// exists yet. Consensus uses it to hold a target as written when this replica has not
     /// written the service itself.
     ///
@@ -291,28 +291,32 @@ impl ObjectWriter {
     pub async fn live_ready(
         &self,
         client: &Client,
-    ) -> Result<std::collections::BTreeSet<IpAddr>, crate::Error> {
+    ) -> Result<Option<std::collections::BTreeSet<IpAddr>>, crate::Error> {
         let texts: Vec<String> = match &self.slices {
-            None => client
-                .get_endpoints(self.namespace(), self.name())
-                .await?
-                .map(|live| {
-                    live.subsets
-                        .into_iter()
-                        .flat_map(|s| s.addresses.into_iter().map(|a| a.ip))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Some(_) => client
-                .list_endpoint_slices(self.namespace(), self.name())
-                .await?
-                .into_iter()
-                .flat_map(|s| s.endpoints)
-                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
-                .flat_map(|e| e.addresses)
-                .collect(),
+            None => match client.get_endpoints(self.namespace(), self.name()).await? {
+                Some(live) => live
+                    .subsets
+                    .into_iter()
+                    .flat_map(|s| s.addresses.into_iter().map(|a| a.ip))
+                    .collect(),
+                None => return Ok(None),
+            },
+            Some(_) => {
+                let slices = client
+                    .list_endpoint_slices(self.namespace(), self.name())
+                    .await?;
+                if slices.is_empty() {
+                    return Ok(None);
+                }
+                slices
+                    .into_iter()
+                    .flat_map(|s| s.endpoints)
+                    .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+                    .flat_map(|e| e.addresses)
+                    .collect()
+            }
         };
-        Ok(texts.iter().filter_map(|t| t.parse().ok()).collect())
+        Ok(Some(texts.iter().filter_map(|t| t.parse().ok()).collect()))
     }
 
     /// In EndpointSlice mode, an Endpoints object that epcheck wrote before (`mode: endpoints`)

@@ -326,7 +326,7 @@ impl Engine {
         for i in 0..self.services.len() {
             self.mark_dirty(i);
         }
-        self.report_consensus();
+        // The status (and with it the consensus report) follows within STATUS_EVERY.
         self.status_dirty = true;
     }
 
@@ -343,11 +343,14 @@ impl Engine {
         }
     }
 
-    /// Tells the observers how the views stand.
-    fn report_consensus(&self) {
+    /// Tells the observers how the views stand (on the leader, which reads them).
+    pub(super) fn report_consensus(&self) {
         let Some(link) = &self.consensus else {
             return;
         };
+        if !self.leadership.borrow().is_leader {
+            return;
+        }
         let abstaining = self.abstaining().is_some();
         let disagreements = self
             .services
@@ -739,7 +742,7 @@ impl Engine {
                         match &service.applied {
                             Some(_) if applied_ready.contains(&ip) => ready.insert(ip),
                             Some(_) => not_ready.insert(ip),
-                            None => held.insert(ip),
+                            None => held.insert((ip, slot.health == Health::Up)),
                         };
                         continue;
                     }
@@ -768,7 +771,7 @@ impl Engine {
             }
         }
         not_ready.retain(|ip| !ready.contains(ip));
-        held.retain(|ip| !ready.contains(ip) && !not_ready.contains(ip));
+        held.retain(|(ip, _)| !ready.contains(ip) && !not_ready.contains(ip));
         Desired {
             ready: ready.into_iter().collect(),
             not_ready: not_ready.into_iter().collect(),
@@ -1052,26 +1055,29 @@ impl Engine {
 struct Desired {
     ready: Vec<IpAddr>,
     not_ready: Vec<IpAddr>,
-    /// Held as the live object has them.
-    held: Vec<IpAddr>,
+    /// Held as the live object has them, with this replica's own verdict (up or not) for
+    /// when there is no live object yet.
+    held: Vec<(IpAddr, bool)>,
     awaiting: bool,
 }
 
-/// Puts the `held` addresses where the live object has them (ready or not).
+/// Puts the `held` addresses where the live object has them (ready or not); where nothing
+/// was written yet, there is no state to hold, and this replica's own verdict is taken.
 async fn resolve_held(
     writer: &crate::writer::ObjectWriter,
     client: &Client,
     mut ready: Vec<IpAddr>,
     mut not_ready: Vec<IpAddr>,
-    held: Vec<IpAddr>,
+    held: Vec<(IpAddr, bool)>,
 ) -> Result<(Vec<IpAddr>, Vec<IpAddr>), (Vec<IpAddr>, Vec<IpAddr>, crate::Error)> {
     if held.is_empty() {
         return Ok((ready, not_ready));
     }
     match writer.live_ready(client).await {
         Ok(live) => {
-            for ip in held {
-                if live.contains(&ip) {
+            for (ip, up) in held {
+                let is_ready = live.as_ref().map_or(up, |live| live.contains(&ip));
+                if is_ready {
                     ready.push(ip);
                 } else {
                     not_ready.push(ip);

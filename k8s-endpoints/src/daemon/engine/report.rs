@@ -33,6 +33,7 @@ impl Engine {
     pub(super) fn publish_status(&mut self) {
         self.status_dirty = false;
         self.publish_view();
+        self.report_consensus();
         let leads = self.leadership.borrow().is_leader;
         // The others' views are read by the leader only.
         let consensus = self.consensus.as_ref().filter(|_| leads);
