@@ -23,7 +23,8 @@
 //! [`reconcile()`](client::reconcile()). [`writer`] chooses what a service is written to
 //! (Endpoints or slices, skip-mirror, the hand-over between the two, what the server's version
 //! allows); [`instance`] keeps two epcheck deployments off each other's objects; [`election`]
-//! elects one writer among replicas.
+//! elects one writer among replicas, and [`consensus`] lets the replicas agree before a backend
+//! is removed (each publishes its view; the leader counts the fresh ones).
 //!
 //! [`daemon`] ties it all together with probing ([probe-core]) and a state store
 //! ([state-store]'s trait), from a typed [`DaemonSpec`](daemon::DaemonSpec):

@@ -161,23 +161,14 @@ impl ViewBoard for LeaseBoard {
             .into_iter()
             .map(|l| {
                 let id = l.metadata.name.clone().unwrap_or_default();
-                let replica = l.spec.holder_identity.clone().unwrap_or_else(|| id.clone());
+                let holder = l.spec.holder_identity.clone().unwrap_or_else(|| id.clone());
                 let view = match l.metadata.annotations.get(VIEW_ANNOTATION) {
-                    Some(text) => View::decode(text).and_then(|v| {
-                        if v.replica == replica {
-                            Ok(v)
-                        } else {
-                            Err(format!(
-                                "the view names replica {:?} but the Lease holder is {replica:?}",
-                                v.replica
-                            ))
-                        }
-                    }),
+                    Some(text) => for_replica(View::decode(text), &holder),
                     None => Err(format!("no {VIEW_ANNOTATION} annotation")),
                 };
                 Posted {
                     id,
-                    replica,
+                    replica: shown_replica(&holder),
                     view,
                     change: l.metadata.resource_version.clone(),
                     expired: false,
@@ -207,6 +198,46 @@ impl ViewBoard for LeaseBoard {
             "Leases labelled {VIEW_LABEL}={} in namespace {}",
             self.label, self.namespace
         )
+    }
+}
+
+/// Checks a replica name read from a board: text from the network is logged and shown, so it
+/// must be a plain identity (letters, digits, `-`, `_`, `.`; at most 253 characters). The
+/// error shows it escaped.
+fn checked_replica(name: &str) -> Result<(), String> {
+    let plain = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if plain {
+        Ok(())
+    } else {
+        let shown: String = name.chars().take(80).collect();
+        Err(format!("replica name {shown:?} is not a plain identity"))
+    }
+}
+
+/// The name under which a replica is shown: itself when it is plain, else escaped.
+fn shown_replica(name: &str) -> String {
+    match checked_replica(name) {
+        Ok(()) => name.to_owned(),
+        Err(_) => name.chars().take(80).flat_map(char::escape_default).collect(),
+    }
+}
+
+/// `view` as read for `replica`: refused when the name is not plain or differs from the
+/// view's own.
+fn for_replica(view: Result<View, String>, replica: &str) -> Result<View, String> {
+    checked_replica(replica)?;
+    let view = view?;
+    if view.replica == replica {
+        Ok(view)
+    } else {
+        Err(format!(
+            "the view names replica {:?} but was published as {replica:?}",
+            view.replica.chars().take(80).collect::<String>()
+        ))
     }
 }
 
@@ -281,12 +312,12 @@ impl ViewBoard for RedisBoard {
             .map(|p| {
                 let expired = p.text.is_none();
                 let view = match p.text {
-                    Some(text) => View::decode(&text),
+                    Some(text) => for_replica(View::decode(&text), &p.replica),
                     None => Err("expired".to_owned()),
                 };
                 Posted {
-                    id: p.replica.clone(),
-                    replica: p.replica,
+                    replica: shown_replica(&p.replica),
+                    id: p.replica,
                     view,
                     change: None,
                     expired,
@@ -328,5 +359,19 @@ mod tests {
         assert!(crate::path::check_name(&long).is_ok(), "{long}");
         let label = bounded(&"g".repeat(70), 63);
         assert_eq!(label.len(), 63);
+    }
+
+    #[test]
+    fn replica_names_from_the_network_are_plain_or_refused_and_escaped() {
+        let view = |r: &str| Ok(View::voting(r, Default::default()));
+        assert!(for_replica(view("pod-1_ab.c"), "pod-1_ab.c").is_ok());
+        let forged = "a\nlevel=error msg=\"forged\"";
+        let err = for_replica(view(forged), forged).unwrap_err();
+        assert!(err.contains("not a plain identity") && !err.contains('\n'), "{err}");
+        assert!(!shown_replica(forged).contains('\n'));
+        assert_eq!(shown_replica("pod-1"), "pod-1");
+        let err = for_replica(view("pod-2"), "pod-1").unwrap_err();
+        assert!(err.contains("published as \"pod-1\""), "{err}");
+        assert!(for_replica(view(""), "").is_err());
     }
 }
