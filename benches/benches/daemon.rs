@@ -50,11 +50,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use epcheck_benches::daemon::haproxy::{self, HaproxyResult};
 use epcheck_benches::daemon::layout::{DaemonSettings, Layout, config_yaml};
-use epcheck_benches::daemon::log::{LogEvent, parse};
+use epcheck_benches::daemon::log::{Clock, LogEvent, parse, secs_between, tail};
 use epcheck_benches::daemon::process::{
     ChildGuard, ProcSample, clock_ticks, epcheck_binary, load_average, sample, tcp_active_opens,
 };
@@ -167,38 +167,6 @@ fn main() -> ExitCode {
             eprintln!("daemon bench: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Maps this process's `Instant`s to wall-clock time (the daemon's log has wall-clock stamps).
-#[derive(Clone, Copy)]
-struct Clock {
-    instant: Instant,
-    wall: SystemTime,
-}
-
-impl Clock {
-    fn now() -> Self {
-        Self {
-            instant: Instant::now(),
-            wall: SystemTime::now(),
-        }
-    }
-
-    fn wall(&self, at: Instant) -> SystemTime {
-        if at >= self.instant {
-            self.wall + (at - self.instant)
-        } else {
-            self.wall - (self.instant - at)
-        }
-    }
-}
-
-/// Signed difference `b - a` in seconds.
-fn secs_between(a: SystemTime, b: SystemTime) -> f64 {
-    match b.duration_since(a) {
-        Ok(d) => d.as_secs_f64(),
-        Err(e) => -e.duration().as_secs_f64(),
     }
 }
 
@@ -498,12 +466,6 @@ async fn wait_converged(
         tail(log_path, 20)
     )
     .into())
-}
-
-fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// What the steady window measured.

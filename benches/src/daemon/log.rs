@@ -1,7 +1,9 @@
 //! The daemon's JSON log (`epcheck run --log-format json`): one object per line with an RFC
-//! 3339 UTC `timestamp` and the event's `fields`.
+//! 3339 UTC `timestamp` and the event's `fields`; and the [`Clock`] that puts this process's
+//! `Instant`s on the log's wall clock.
 
-use std::time::SystemTime;
+use std::path::Path;
+use std::time::{Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -43,6 +45,47 @@ pub fn parse(log: &str) -> Vec<LogEvent> {
 /// Parses an RFC 3339 time (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`, as tracing-subscriber writes it).
 pub fn rfc3339(s: &str) -> Option<SystemTime> {
     s.parse::<jiff::Timestamp>().ok().map(SystemTime::from)
+}
+
+/// The last `n` lines of the file at `path` (empty when it cannot be read), for error messages.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Maps this process's `Instant`s to wall-clock time (the daemon's log has wall-clock stamps).
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    instant: Instant,
+    wall: SystemTime,
+}
+
+impl Clock {
+    /// The mapping taken now.
+    pub fn now() -> Self {
+        Self {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// The wall-clock time of `at`.
+    pub fn wall(&self, at: Instant) -> SystemTime {
+        if at >= self.instant {
+            self.wall + (at - self.instant)
+        } else {
+            self.wall - (self.instant - at)
+        }
+    }
+}
+
+/// Signed difference `b - a` in seconds.
+pub fn secs_between(a: SystemTime, b: SystemTime) -> f64 {
+    match b.duration_since(a) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
 }
 
 #[cfg(test)]

@@ -222,7 +222,11 @@ fn checked_replica(name: &str) -> Result<(), String> {
 fn shown_replica(name: &str) -> String {
     match checked_replica(name) {
         Ok(()) => name.to_owned(),
-        Err(_) => name.chars().take(80).flat_map(char::escape_default).collect(),
+        Err(_) => name
+            .chars()
+            .take(80)
+            .flat_map(char::escape_default)
+            .collect(),
     }
 }
 
@@ -367,7 +371,10 @@ mod tests {
         assert!(for_replica(view("pod-1_ab.c"), "pod-1_ab.c").is_ok());
         let forged = "a\nlevel=error msg=\"forged\"";
         let err = for_replica(view(forged), forged).unwrap_err();
-        assert!(err.contains("not a plain identity") && !err.contains('\n'), "{err}");
+        assert!(
+            err.contains("not a plain identity") && !err.contains('\n'),
+            "{err}"
+        );
         assert!(!shown_replica(forged).contains('\n'));
         assert_eq!(shown_replica("pod-1"), "pod-1");
         let err = for_replica(view("pod-2"), "pod-1").unwrap_err();
