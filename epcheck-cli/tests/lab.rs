@@ -219,7 +219,7 @@ pub(crate) fn kill_namespace_pids(ns: &str) {
     }
 }
 
-/// Deletes `epl-<pid>-…` namespaces whose creating test process no longer exists.
+/// Deletes `epl-<pid>…` namespaces whose creating test process no longer exists.
 pub(crate) fn remove_stale_namespaces() {
     let Ok(list) = ip(&["netns", "list"]) else {
         return;
@@ -228,7 +228,11 @@ pub(crate) fn remove_stale_namespaces() {
     for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
         let Some(pid) = name
             .strip_prefix("epl-")
-            .and_then(|rest| rest.split('-').next())
+            .map(|rest| {
+                rest.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
             .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
@@ -271,18 +275,63 @@ pub(crate) struct Lab {
     backends: Vec<Option<Proc>>,
     apiserver: Option<Proc>,
     epcheck: Option<Proc>,
-    writes: Option<Receiver<Write>>,
+    writes: Option<Writes>,
     epcheck_log: Arc<Mutex<String>>,
 }
 
 /// One Endpoints write as the lab ApiServer saw it.
 #[derive(Debug, Clone)]
-struct Write {
-    t_ms: f64,
-    summary: String,
-    status: Option<u64>,
-    ready: Vec<String>,
-    not_ready: Vec<String>,
+pub(crate) struct Write {
+    pub(crate) t_ms: f64,
+    pub(crate) summary: String,
+    pub(crate) status: Option<u64>,
+    pub(crate) ready: Vec<String>,
+    pub(crate) not_ready: Vec<String>,
+}
+
+/// The Endpoints writes the lab ApiServer reports, in order.
+pub(crate) struct Writes(Receiver<Write>);
+
+impl Writes {
+    /// The next write, if one arrives within `within`; it must have succeeded (`context` is
+    /// added to the failure message).
+    pub(crate) fn next(&self, within: Duration, context: &dyn Fn() -> String) -> Option<Write> {
+        match self.0.recv_timeout(within) {
+            Ok(w) => {
+                assert!(
+                    matches!(w.status, Some(200 | 201)),
+                    "the ApiServer refused a write: {}\n{}",
+                    w.summary,
+                    context()
+                );
+                Some(w)
+            }
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => panic!("the lab ApiServer is gone"),
+        }
+    }
+
+    /// Waits for the next write, which must set exactly `ready` and `not_ready`.
+    pub(crate) fn expect(
+        &self,
+        what: &str,
+        ready: &[String],
+        not_ready: &[String],
+        within: Duration,
+        context: &dyn Fn() -> String,
+    ) -> Write {
+        let w = self
+            .next(within, context)
+            .unwrap_or_else(|| panic!("{what}: no write within {within:?}\n{}", context()));
+        assert_eq!(
+            (w.ready.as_slice(), w.not_ready.as_slice()),
+            (ready, not_ready),
+            "{what}: wrong Endpoints written ({})\n{}",
+            w.summary,
+            context()
+        );
+        w
+    }
 }
 
 /// How a host is cut off from the checker.
@@ -298,20 +347,159 @@ enum DropMethod {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for p in [self.epcheck.take(), self.apiserver.take()]
+        let procs = [self.epcheck.take(), self.apiserver.take()]
             .into_iter()
             .chain(self.backends.iter_mut().map(Option::take))
-            .flatten()
-        {
-            p.kill();
-        }
-        for ns in self.namespaces.iter().rev() {
-            kill_namespace_pids(ns);
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                eprintln!("netns lab teardown: {e}");
-            }
+            .flatten();
+        teardown(procs, &self.namespaces);
+    }
+}
+
+/// Kills `procs`, then whatever else lives in `namespaces`, and deletes them (last first).
+pub(crate) fn teardown(procs: impl IntoIterator<Item = Proc>, namespaces: &[String]) {
+    for p in procs {
+        p.kill();
+    }
+    for ns in namespaces.iter().rev() {
+        kill_namespace_pids(ns);
+        if let Err(e) = ip(&["netns", "del", ns]) {
+            eprintln!("netns lab teardown: {e}");
         }
     }
+}
+
+/// Checks that no namespace of `namespaces` routes anything beyond the lab subnet `net`
+/// (`198.51.100.`), and that the subnet is on no interface of the machine.
+pub(crate) fn check_routes(namespaces: &[String], net: &str) {
+    let root = must("ip", &["-br", "addr"]);
+    assert!(
+        !root.contains(net),
+        "the lab subnet {net}0/24 showed up in the machine's own namespace:\n{root}"
+    );
+    for ns in namespaces {
+        let v4 = must("ip", &["-n", ns, "-4", "route", "show", "table", "all"]);
+        for line in v4.lines() {
+            // The local table holds the namespace's own and loopback addresses.
+            let local = line.starts_with("local ") || line.starts_with("broadcast ");
+            assert!(
+                local || line.starts_with(&format!("{net}0/24 ")),
+                "namespace {ns} routes outside the lab: {line}\n{v4}"
+            );
+        }
+        let v6 = must("ip", &["-n", ns, "-6", "route", "show"]);
+        assert!(
+            !v6.contains("default"),
+            "namespace {ns} has an IPv6 default route:\n{v6}"
+        );
+    }
+}
+
+/// A backend role listening on `addr` (`ip:port`) in namespace `ns`.
+pub(crate) fn spawn_backend(ns: &str, addr: &str) -> Proc {
+    let (p, rx) = Lab::spawn_role(ns, "backend", &[(ADDR_ENV, addr)]);
+    let first = rx.recv_timeout(Duration::from_secs(10));
+    assert!(
+        matches!(&first, Ok(v) if v["event"] == "listening"),
+        "backend {addr} did not start: {first:?}"
+    );
+    p
+}
+
+/// The lab ApiServer in namespace `ns`, on `bind` (default loopback): its process, its URL and
+/// the Endpoints writes it receives.
+pub(crate) fn spawn_apiserver(ns: &str, bind: Option<&str>) -> (Proc, String, Writes) {
+    let env: Vec<(&str, &str)> = bind.map(|b| (BIND_ENV, b)).into_iter().collect();
+    let (p, rx) = Lab::spawn_role(ns, "apiserver", &env);
+    let first = rx.recv_timeout(Duration::from_secs(10));
+    let url = match &first {
+        Ok(v) if v["event"] == "ready" => v["url"].as_str().unwrap().to_string(),
+        _ => panic!("lab ApiServer did not start: {first:?}"),
+    };
+    let (tx, writes) = mpsc::channel();
+    std::thread::spawn(move || {
+        for v in rx {
+            if v["event"] != "write" {
+                continue;
+            }
+            let w = Write {
+                t_ms: v["t_ms"].as_f64().unwrap_or_default(),
+                summary: format!(
+                    "{} {} -> {}",
+                    v["method"].as_str().unwrap_or("?"),
+                    v["path"].as_str().unwrap_or("?"),
+                    v["status"]
+                ),
+                status: v["status"].as_u64(),
+                ready: strings(&v["ready"]),
+                not_ready: strings(&v["not_ready"]),
+            };
+            if v["path"].as_str().is_some_and(|p| p.contains("/endpoints")) && tx.send(w).is_err() {
+                break;
+            }
+        }
+    });
+    (p, url, Writes(writes))
+}
+
+/// `epcheck run -f config` in namespace `ns` (cwd `e`'s directory) with `env`: its process and
+/// its log, collected as it comes.
+pub(crate) fn spawn_epcheck(
+    ns: &str,
+    e: &Epcheck,
+    config: &str,
+    env: &[(&str, &str)],
+) -> (Proc, Arc<Mutex<String>>) {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(env!("CARGO_BIN_EXE_epcheck"))
+        .args(["run", "-f", config])
+        .current_dir(e.dir.path())
+        .env_remove("EPCHECK_CONFIG")
+        .env_remove("EPCHECK_REDIS_PASSWORD")
+        .env("EPCHECK_LOG", "info,epcheck=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log: Arc<Mutex<String>> = Arc::default();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+    (
+        Proc {
+            child,
+            _stdin: None,
+        },
+        log,
+    )
+}
+
+/// The last `n` lines of `log`.
+pub(crate) fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// SIGTERM to `p`; its exit code, or `None` (and SIGKILL) after 5 s.
+pub(crate) fn terminate(mut p: Proc) -> Option<i32> {
+    let _ = run("kill", &["-TERM", &p.pid().to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p.kill();
+    None
 }
 
 impl Lab {
@@ -422,28 +610,7 @@ impl Lab {
     /// no lab namespace routes anything but the lab subnet, and every target resolves through
     /// the lab's bridge from the checker.
     fn check_closed(&self) {
-        let root = must("ip", &["-br", "addr"]);
-        assert!(
-            !root.contains(&self.net),
-            "the lab subnet {}0/24 showed up in the machine's own namespace:\n{root}",
-            self.net
-        );
-        for ns in &self.namespaces {
-            let v4 = must("ip", &["-n", ns, "-4", "route", "show", "table", "all"]);
-            for line in v4.lines() {
-                // The local table holds the namespace's own and loopback addresses.
-                let local = line.starts_with("local ") || line.starts_with("broadcast ");
-                assert!(
-                    local || line.starts_with(&format!("{}0/24 ", self.net)),
-                    "namespace {ns} routes outside the lab: {line}\n{v4}"
-                );
-            }
-            let v6 = must("ip", &["-n", ns, "-6", "route", "show"]);
-            assert!(
-                !v6.contains("default"),
-                "namespace {ns} has an IPv6 default route:\n{v6}"
-            );
-        }
+        check_routes(&self.namespaces, &self.net);
         let chk = self.chk();
         for target in self.host_ips() {
             let got = must("ip", &["-n", &chk, "-4", "route", "get", &target]);
@@ -519,13 +686,7 @@ impl Lab {
     }
 
     fn start_backend(&mut self, i: usize) {
-        let addr = format!("{}:{PORT}", self.host_ip(i));
-        let (p, rx) = Lab::spawn_role(&self.host(i), "backend", &[(ADDR_ENV, &addr)]);
-        let first = rx.recv_timeout(Duration::from_secs(10));
-        assert!(
-            matches!(&first, Ok(v) if v["event"] == "listening"),
-            "backend {addr} did not start: {first:?}"
-        );
+        let p = spawn_backend(&self.host(i), &format!("{}:{PORT}", self.host_ip(i)));
         while self.backends.len() <= i {
             self.backends.push(None);
         }
@@ -540,93 +701,27 @@ impl Lab {
 
     /// Starts the lab ApiServer; returns its URL (inside the checker namespace).
     fn start_apiserver(&mut self) -> String {
-        let (p, rx) = Lab::spawn_role(&self.chk(), "apiserver", &[]);
-        let first = rx.recv_timeout(Duration::from_secs(10));
-        let url = match &first {
-            Ok(v) if v["event"] == "ready" => v["url"].as_str().unwrap().to_string(),
-            _ => panic!("lab ApiServer did not start: {first:?}"),
-        };
-        let (tx, writes) = mpsc::channel();
-        std::thread::spawn(move || {
-            for v in rx {
-                if v["event"] != "write" {
-                    continue;
-                }
-                let w = Write {
-                    t_ms: v["t_ms"].as_f64().unwrap_or_default(),
-                    summary: format!(
-                        "{} {} -> {}",
-                        v["method"].as_str().unwrap_or("?"),
-                        v["path"].as_str().unwrap_or("?"),
-                        v["status"]
-                    ),
-                    status: v["status"].as_u64(),
-                    ready: strings(&v["ready"]),
-                    not_ready: strings(&v["not_ready"]),
-                };
-                if v["path"].as_str().is_some_and(|p| p.contains("/endpoints"))
-                    && tx.send(w).is_err()
-                {
-                    break;
-                }
-            }
-        });
+        let (p, url, writes) = spawn_apiserver(&self.chk(), None);
         self.apiserver = Some(p);
         self.writes = Some(writes);
         url
     }
 
     fn start_epcheck(&mut self, e: &Epcheck, config: &str) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.chk()])
-            .arg(env!("CARGO_BIN_EXE_epcheck"))
-            .args(["run", "-f", config])
-            .current_dir(e.dir.path())
-            .env_remove("EPCHECK_CONFIG")
-            .env_remove("EPCHECK_REDIS_PASSWORD")
-            .env("EPCHECK_LOG", "info,epcheck=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let sink = self.epcheck_log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push_str(&format!("{line}\n"));
-            }
-        });
-        self.epcheck = Some(Proc {
-            child,
-            _stdin: None,
-        });
+        let (p, log) = spawn_epcheck(&self.chk(), e, config, &[]);
+        self.epcheck = Some(p);
+        self.epcheck_log = log;
     }
 
     /// The end of epcheck's log, for failure messages.
     fn log_tail(&self) -> String {
         let log = self.epcheck_log.lock().unwrap().clone();
-        let lines: Vec<&str> = log.lines().collect();
-        let from = lines.len().saturating_sub(60);
-        format!("epcheck log (last lines):\n{}", lines[from..].join("\n"))
+        format!("epcheck log (last lines):\n{}", tail(&log, 60))
     }
 
     /// The next Endpoints write, if one arrives within `within`.
     fn next_write(&self, within: Duration) -> Option<Write> {
-        match self.writes.as_ref().unwrap().recv_timeout(within) {
-            Ok(w) => {
-                assert!(
-                    matches!(w.status, Some(200 | 201)),
-                    "the ApiServer refused a write: {}\n{}",
-                    w.summary,
-                    self.log_tail()
-                );
-                Some(w)
-            }
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => panic!("the lab ApiServer is gone"),
-        }
+        self.writes.as_ref()?.next(within, &|| self.log_tail())
     }
 
     /// Waits for the next write, which must set exactly `ready` and `not_ready`.
@@ -637,17 +732,8 @@ impl Lab {
         not_ready: &[String],
         within: Duration,
     ) -> Write {
-        let w = self
-            .next_write(within)
-            .unwrap_or_else(|| panic!("{what}: no write within {within:?}\n{}", self.log_tail()));
-        assert_eq!(
-            (w.ready.as_slice(), w.not_ready.as_slice()),
-            (ready, not_ready),
-            "{what}: wrong Endpoints written ({})\n{}",
-            w.summary,
-            self.log_tail()
-        );
-        w
+        let writes = self.writes.as_ref().expect("the lab ApiServer runs");
+        writes.expect(what, ready, not_ready, within, &|| self.log_tail())
     }
 
     /// Cuts host `i` off by dropping its packets, with the best method this machine has.
@@ -735,17 +821,7 @@ impl Lab {
 
     /// SIGTERM to epcheck; its exit code.
     fn terminate_epcheck(&mut self) -> Option<i32> {
-        let mut p = self.epcheck.take()?;
-        let _ = run("kill", &["-TERM", &p.pid().to_string()]);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        p.kill();
-        None
+        terminate(self.epcheck.take()?)
     }
 }
 

@@ -3,9 +3,9 @@
 //! routes cut for one replica only. Assertions are on the ApiServer's request log.
 //!
 //! ```text
-//!   netns epl-<pid>-c-hub: br0 <net>.1/24, the lab ApiServer on <net>.1 (strict)
-//!     ├── vr1..vr3 ── netns epl-<pid>-c-r1..r3: epcheck run, eth0 <net>.21..23/24
-//!     └── vh1..vh3 ── netns epl-<pid>-c-h1..h3: TCP backend :8080, eth0 <net>.11..13/24
+//!   netns epl-<pid>c-hub: br0 <net>.1/24, the lab ApiServer on <net>.1 (strict)
+//!     ├── vr1..vr3 ── netns epl-<pid>c-r1..r3: epcheck run, eth0 <net>.21..23/24
+//!     └── vh1..vh3 ── netns epl-<pid>c-h1..h3: TCP backend :8080, eth0 <net>.11..13/24
 //! ```
 //!
 //! No namespace has a route beyond the lab subnet, and every veth is created inside the lab
@@ -19,15 +19,13 @@
 //! Needs root and `ip netns`, like `lab.rs` (skips otherwise, except under CI as root). Run it
 //! alone with `cargo test -p epcheck-cli --test integration lab_consensus -- --nocapture`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::lab::{
-    BIND_ENV, Proc, ROLE_ENV, SUBNETS, TOKEN, ip, kill_namespace_pids, must, now_ms,
-    remove_stale_namespaces, run, skip, skip_reason, strings,
+    Proc, ROLE_ENV, SUBNETS, TOKEN, Write, Writes, check_routes, ip, must, now_ms,
+    remove_stale_namespaces, skip, skip_reason, spawn_apiserver, spawn_backend, spawn_epcheck,
+    tail, teardown, terminate,
 };
 use crate::util::{Epcheck, web_config};
 
@@ -43,15 +41,6 @@ const LEASE_MS: u64 = 3000;
 /// Jitter, the reconciler's batch, the write and a loaded two-core machine.
 const SLACK: Duration = Duration::from_millis(1200);
 
-/// One Endpoints write as the lab ApiServer saw it.
-#[derive(Debug, Clone)]
-struct Write {
-    t_ms: f64,
-    summary: String,
-    ready: Vec<String>,
-    not_ready: Vec<String>,
-}
-
 struct Cluster {
     tag: String,
     net: String,
@@ -60,7 +49,7 @@ struct Cluster {
     apiserver: Option<Proc>,
     replicas: Vec<Option<Proc>>,
     logs: Vec<Arc<Mutex<String>>>,
-    writes: Option<Receiver<Write>>,
+    writes: Option<Writes>,
 }
 
 impl Drop for Cluster {
@@ -70,16 +59,9 @@ impl Drop for Cluster {
             .iter_mut()
             .chain(self.backends.iter_mut())
             .map(Option::take)
-            .chain([self.apiserver.take()]);
-        for p in procs.flatten() {
-            p.kill();
-        }
-        for ns in self.namespaces.iter().rev() {
-            kill_namespace_pids(ns);
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                eprintln!("netns lab teardown: {e}");
-            }
-        }
+            .chain([self.apiserver.take()])
+            .flatten();
+        teardown(procs, &self.namespaces);
     }
 }
 
@@ -116,7 +98,9 @@ impl Cluster {
             .unwrap_or_else(|| panic!("both lab subnets are on this machine:\n{host_addrs}"))
             .to_string();
         let mut c = Cluster {
-            tag: format!("epl-{}-c", std::process::id()),
+            // Not `epl-<pid>-…`: the other lab, in the same test process, checks that none of
+            // its namespaces is left by that prefix.
+            tag: format!("epl-{}c", std::process::id()),
             net,
             namespaces: Vec::new(),
             backends: (0..3).map(|_| None).collect(),
@@ -163,23 +147,7 @@ impl Cluster {
     /// Before any traffic: the lab subnet is on no interface of the machine, and no lab
     /// namespace routes anything beyond it.
     fn check_closed(&self) {
-        let root = must("ip", &["-br", "addr"]);
-        assert!(
-            !root.contains(&self.net),
-            "lab subnet in the machine's namespace:\n{root}"
-        );
-        for ns in &self.namespaces {
-            let v4 = must("ip", &["-n", ns, "-4", "route", "show", "table", "all"]);
-            for line in v4.lines() {
-                let local = line.starts_with("local ") || line.starts_with("broadcast ");
-                assert!(
-                    local || line.starts_with(&format!("{}0/24 ", self.net)),
-                    "namespace {ns} routes outside the lab: {line}"
-                );
-            }
-            let v6 = must("ip", &["-n", ns, "-6", "route", "show"]);
-            assert!(!v6.contains("default"), "{ns} has an IPv6 default route");
-        }
+        check_routes(&self.namespaces, &self.net);
         println!(
             "netns consensus lab: closed network {}0/24 in {} namespaces checked",
             self.net,
@@ -189,17 +157,7 @@ impl Cluster {
 
     fn start_backend(&mut self, i: usize) {
         let addr = format!("{}:{PORT}", self.host_ip(i));
-        let (p, rx) = crate::lab::Lab::spawn_role(
-            &self.host_ns(i),
-            "backend",
-            &[(crate::lab::ADDR_ENV, &addr)],
-        );
-        let first = rx.recv_timeout(Duration::from_secs(10));
-        assert!(
-            matches!(&first, Ok(v) if v["event"] == "listening"),
-            "backend {addr} did not start: {first:?}"
-        );
-        self.backends[i] = Some(p);
+        self.backends[i] = Some(spawn_backend(&self.host_ns(i), &addr));
     }
 
     fn stop_backend(&mut self, i: usize) {
@@ -211,38 +169,11 @@ impl Cluster {
     /// Starts the lab ApiServer in the hub; its URL.
     fn start_apiserver(&mut self) -> String {
         let hub_ip = self.hub_ip();
-        let (p, rx) = crate::lab::Lab::spawn_role(&self.hub(), "apiserver", &[(BIND_ENV, &hub_ip)]);
-        let first = rx.recv_timeout(Duration::from_secs(10));
-        let url = match &first {
-            Ok(v) if v["event"] == "ready" => v["url"].as_str().unwrap_or_default().to_string(),
-            _ => panic!("lab ApiServer did not start: {first:?}"),
-        };
+        let (p, url, writes) = spawn_apiserver(&self.hub(), Some(&hub_ip));
         assert!(
             url.contains(&hub_ip),
             "the ApiServer is not on the lab address: {url}"
         );
-        let (tx, writes) = mpsc::channel();
-        std::thread::spawn(move || {
-            for v in rx {
-                let path = v["path"].as_str().unwrap_or_default();
-                if v["event"] != "write" || !path.contains("/endpoints") {
-                    continue;
-                }
-                assert!(
-                    matches!(v["status"].as_u64(), Some(200 | 201)),
-                    "the ApiServer refused an Endpoints write: {v}"
-                );
-                let w = Write {
-                    t_ms: v["t_ms"].as_f64().unwrap_or_default(),
-                    summary: format!("{} {path}", v["method"].as_str().unwrap_or("?")),
-                    ready: strings(&v["ready"]),
-                    not_ready: strings(&v["not_ready"]),
-                };
-                if tx.send(w).is_err() {
-                    break;
-                }
-            }
-        });
         self.apiserver = Some(p);
         self.writes = Some(writes);
         url
@@ -250,32 +181,9 @@ impl Cluster {
 
     fn start_replica(&mut self, i: usize, e: &Epcheck, config: &str) {
         let pod = format!("replica-{}", i + 1);
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.replica_ns(i)])
-            .arg(env!("CARGO_BIN_EXE_epcheck"))
-            .args(["run", "-f", config])
-            .current_dir(e.dir.path())
-            .env_remove("EPCHECK_CONFIG")
-            .env_remove("EPCHECK_REDIS_PASSWORD")
-            .env("EPCHECK_LOG", "info,epcheck=debug")
-            .env("POD_NAME", &pod)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let sink = self.logs[i].clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push_str(&format!("{line}\n"));
-            }
-        });
-        self.replicas[i] = Some(Proc {
-            child,
-            _stdin: None,
-        });
+        let (p, log) = spawn_epcheck(&self.replica_ns(i), e, config, &[("POD_NAME", &pod)]);
+        self.replicas[i] = Some(p);
+        self.logs[i] = log;
     }
 
     fn log(&self, i: usize) -> String {
@@ -285,13 +193,10 @@ impl Cluster {
     fn logs_tail(&self) -> String {
         (0..3)
             .map(|i| {
-                let log = self.log(i);
-                let lines: Vec<&str> = log.lines().collect();
-                let from = lines.len().saturating_sub(25);
                 format!(
                     "replica-{} (last lines):\n{}",
                     i + 1,
-                    lines[from..].join("\n")
+                    tail(&self.log(i), 25)
                 )
             })
             .collect::<Vec<_>>()
@@ -310,18 +215,7 @@ impl Cluster {
     }
 
     fn next_write(&self, within: Duration) -> Option<Write> {
-        match self
-            .writes
-            .as_ref()
-            .and_then(|w| match w.recv_timeout(within) {
-                Ok(w) => Some(Ok(w)),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => Some(Err(())),
-            }) {
-            Some(Ok(w)) => Some(w),
-            Some(Err(())) => panic!("the lab ApiServer is gone"),
-            None => None,
-        }
+        self.writes.as_ref()?.next(within, &|| self.logs_tail())
     }
 
     fn expect_write(
@@ -331,17 +225,8 @@ impl Cluster {
         not_ready: &[String],
         within: Duration,
     ) -> Write {
-        let w = self
-            .next_write(within)
-            .unwrap_or_else(|| panic!("{what}: no write within {within:?}\n{}", self.logs_tail()));
-        assert_eq!(
-            (w.ready.as_slice(), w.not_ready.as_slice()),
-            (ready, not_ready),
-            "{what}: wrong Endpoints written ({})\n{}",
-            w.summary,
-            self.logs_tail()
-        );
-        w
+        let writes = self.writes.as_ref().expect("the lab ApiServer runs");
+        writes.expect(what, ready, not_ready, within, &|| self.logs_tail())
     }
 
     fn expect_no_write(&self, what: &str, during: Duration) {
@@ -363,17 +248,7 @@ impl Cluster {
     }
 
     fn terminate_replica(&mut self, i: usize) -> Option<i32> {
-        let mut p = self.replicas[i].take()?;
-        let _ = run("kill", &["-TERM", &p.child.id().to_string()]);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        p.kill();
-        None
+        terminate(self.replicas[i].take()?)
     }
 }
 
