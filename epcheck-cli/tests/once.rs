@@ -313,3 +313,29 @@ async fn a_template_port_the_service_does_not_have_is_warned_about() {
     let r = e.run_async(&["once", "-f", &cfg]).await;
     assert!(!r.stderr.contains("matches no port"), "{}", r.stderr);
 }
+
+/// `once` writes from this host alone: with consensus configured it says so (and writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_says_that_consensus_is_for_run() {
+    let (api, e, _target, cfg) = setup("application/json").await;
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replacen(
+        "token_file: ./sa/token",
+        "token_file: ./sa/token\nleader_election: {enabled: true}\nconsensus: {enabled: true}",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let r = e.run_async(&["once", "-f", &cfg]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        r.stderr
+            .matches("consensus.enabled applies to `epcheck run`")
+            .count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert_eq!(ready_ips(&api), vec!["127.0.0.1"]);
+    let r = e.run_async(&["once", "-f", &cfg, "--dry-run"]).await;
+    assert!(!r.stderr.contains("consensus.enabled"), "{}", r.stderr);
+}

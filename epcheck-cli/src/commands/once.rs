@@ -32,6 +32,12 @@ pub async fn run(
     env: &dyn Environment,
 ) -> anyhow::Result<u8> {
     let config = load_logged(path, env)?;
+    if config.consensus.enabled && !args.dry_run {
+        tracing::warn!(
+            "consensus.enabled applies to `epcheck run`: `once` writes what this host alone \
+             sees, without the other replicas' views"
+        );
+    }
     let client = connect(&config, cwd, env)?;
     let mode = if args.dry_run {
         ReconcileMode::DryRun
