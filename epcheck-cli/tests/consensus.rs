@@ -25,7 +25,7 @@ const LEASE_MS: u64 = 2000;
 const RENEW_MS: u64 = 1400;
 const RETRY_MS: u64 = 300;
 const HEARTBEAT_MS: u64 = 400;
-const TTL_MS: u64 = 1500;
+const TTL_MS: u64 = 3000;
 const READ_MS: u64 = 200;
 
 /// The config of replica `n`: probes every 400 ms (fall and rise 1), consensus with a fast
@@ -447,9 +447,10 @@ async fn three_replicas(backend: &str, redis: Option<&str>) {
     let took = until_membership(&api, &ips[1], false, Duration::from_secs(5)).await;
     assert!(took.is_some(), "not removed:\n{}", logs(&daemons));
     // Detection (fall 1: the next probe, ≤ 400 ms + jitter) + a publish (≤ 200 ms gap) + a
-    // read (≤ 200 ms) + the batch, with room for a loaded machine.
+    // read (≤ 200 ms) + the batch: about 1 s, with room for a two-core machine running the
+    // other tests (the netns lab measures it on a quiet network: 0.4 s).
     assert!(
-        took.unwrap() < Duration::from_millis(2500),
+        took.unwrap() < Duration::from_millis(4000),
         "removal took {took:?}"
     );
 

@@ -35,7 +35,7 @@ const TIMEOUT_MS: u64 = 300;
 const FAST_MS: u64 = 100;
 const FALL: u64 = 2;
 const HEARTBEAT_MS: u64 = 500;
-const TTL_MS: u64 = 2000;
+const TTL_MS: u64 = 3000;
 const READ_MS: u64 = 250;
 const LEASE_MS: u64 = 3000;
 /// Jitter, the reconciler's batch, the write and a loaded two-core machine.
