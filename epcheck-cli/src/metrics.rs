@@ -189,6 +189,13 @@ impl Metrics {
                     .get_or_create_owned(&NotificationLabels { channel, result });
             }
         }
+        // The consensus views' series exist from the start (at 0 without consensus), so the
+        // alert rules' names are always exported.
+        for state in ["fresh", "abstaining", "stale"] {
+            let _ = f
+                .consensus_views
+                .get_or_create_owned(&ViewStateLabels { state });
+        }
         Metrics { f: Arc::new(f) }
     }
 

@@ -7,11 +7,13 @@
 //! ```json
 //! {"kind": "target", "service": "redis", "target": "node-02", "ip": "198.51.100.11",
 //!  "port": 38080, "from": "up", "to": "down", "error": "connection refused",
-//!  "at": "2025-01-02T03:04:05.678Z"}
+//!  "at": "2025-01-02T03:04:05.678Z", "agreed": null}
 //! ```
 //!
 //! - `from`/`to`: `"unknown"`, `"up"` or `"down"` (`from` is `"unknown"` for a target's first
 //!   decided state); `error`: the last probe error, `null` when the target came up.
+//! - `agreed`: with consensus (SPEC §9.1) the event is the leader's decision and this says how
+//!   many replicas agreed (`"2/3 see it down"`, `error` is then `null`); `null` without.
 //!
 //! A service transition:
 //!
@@ -316,8 +318,21 @@ mod tests {
             serde_json::to_value(&target).unwrap(),
             serde_json::json!({"kind": "target", "service": "redis", "target": "node-02",
                 "ip": "198.51.100.11", "port": 38080, "from": "up", "to": "down",
-                "error": "connection refused", "at": "2025-01-02T03:04:05.678Z"})
+                "error": "connection refused", "at": "2025-01-02T03:04:05.678Z",
+                "agreed": null})
         );
+        let decided = TargetEvent::decided(
+            &probe_core::Target::new("redis", "node-02", [198, 51, 100, 11].into(), 38080),
+            true,
+            &k8s_endpoints::consensus::Tally {
+                views: 3,
+                up: 3,
+                ..Default::default()
+            },
+        );
+        let v = serde_json::to_value(&decided).unwrap();
+        assert_eq!((&v["from"], &v["to"]), (&"down".into(), &"up".into()));
+        assert_eq!(v["agreed"], "3/3 see it up");
         assert_eq!(
             (target.name(), target.state()),
             ("redis/node-02".into(), "DOWN".into())
