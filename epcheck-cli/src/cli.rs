@@ -101,7 +101,7 @@ pub struct ManifestsArgs {
     /// Container image (default: `ghcr.io/epcheck/epcheck:<this version>`).
     #[arg(long)]
     pub image: Option<String>,
-    /// Deployment replicas [default: 2 with leader election, else 1]; more than one needs
+    /// Deployment replicas [default: 3 with consensus, 2 with leader election, else 1]; more than one needs
     /// leader election.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub replicas: Option<u32>,

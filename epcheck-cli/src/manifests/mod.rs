@@ -144,12 +144,18 @@ impl Default for ManifestOptions {
 }
 
 impl ManifestOptions {
-    /// The defaults for `config`, whose file text is `config_text`: two replicas when leader
-    /// election is enabled, one otherwise.
+    /// The defaults for `config`, whose file text is `config_text`: three replicas with
+    /// consensus (a majority of two is both, so any disagreement would hold), two with leader
+    /// election alone, one otherwise.
     pub fn for_config(config: &Config, config_text: impl Into<String>) -> Self {
+        let replicas = match (config.leader_election.enabled, config.consensus.enabled) {
+            (true, true) => 3,
+            (true, false) => 2,
+            (false, _) => 1,
+        };
         ManifestOptions {
             config_text: config_text.into(),
-            replicas: if config.leader_election.enabled { 2 } else { 1 },
+            replicas,
             ..ManifestOptions::default()
         }
     }
@@ -219,6 +225,14 @@ pub fn notes(config: &Config, opts: &ManifestOptions) -> Vec<String> {
         notes.push(format!(
             "{} replicas asked for, but leader_election is not enabled: every replica would \
              write, so the Deployment has 1",
+            opts.replicas
+        ));
+    }
+    if config.consensus.enabled && config.leader_election.enabled && opts.replicas < 3 {
+        notes.push(format!(
+            "consensus is enabled with {} replicas: with fewer than 3 the leader cannot be \
+             outvoted (one replica decides alone; two must both agree, so any disagreement \
+             holds); use --replicas 3 or more, on different nodes",
             opts.replicas
         ));
     }

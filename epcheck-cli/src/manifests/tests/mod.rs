@@ -194,6 +194,36 @@ fn replicas_need_leader_election() {
 }
 
 #[test]
+fn consensus_defaults_to_three_replicas_and_fewer_are_noted() {
+    let mut config = load(SEED);
+    config.leader_election.enabled = true;
+    assert_eq!(ManifestOptions::for_config(&config, SEED).replicas, 2);
+    config.consensus.enabled = true;
+    let opts = ManifestOptions::for_config(&config, SEED);
+    assert_eq!(opts.replicas, 3);
+    assert_eq!(
+        one(&manifests(&config, &opts), "Deployment")["spec"]["replicas"],
+        3
+    );
+    assert!(
+        !notes(&config, &opts)
+            .iter()
+            .any(|n| n.contains("consensus"))
+    );
+    let two = ManifestOptions {
+        replicas: 2,
+        ..opts
+    };
+    assert!(
+        notes(&config, &two)
+            .iter()
+            .any(|n| n.contains("consensus is enabled with 2 replicas")),
+        "{:?}",
+        notes(&config, &two)
+    );
+}
+
+#[test]
 fn optional_objects_when_asked_for() {
     let config = load(SEED);
     let base = ManifestOptions::for_config(&config, SEED);
