@@ -28,31 +28,6 @@ const HEARTBEAT_MS: u64 = 400;
 const TTL_MS: u64 = 3000;
 const READ_MS: u64 = 200;
 
-/// The config of replica `n`: probes every 400 ms (fall and rise 1), consensus with a fast
-/// heartbeat, leader election on `backend`.
-fn config(
-    api: &ApiServer,
-    targets: &[ToggleTarget],
-    n: usize,
-    backend: &str,
-    redis: Option<&str>,
-    extra: &str,
-) -> String {
-    let ips: Vec<String> = targets.iter().map(ip_of).collect();
-    let redis_block = redis
-        .map(|a| format!("redis:\n  ipport: {a}\n  key_prefix: \"cs:\"\n"))
-        .unwrap_or_default();
-    let top = format!(
-        "interval: 400\npingtimeout: 300\nurl: {}\ntoken_file: token-{n}\nresync_interval: 60000\n\
-         {extra}\nprobe: {{rise: 1, fall: 1, fast_interval: 100}}\n{redis_block}\
-         leader_election:\n  enabled: true\n  backend: {backend}\n  namespace: default\n  name: epcheck\n\
-         \x20 lease_duration: {LEASE_MS}\n  renew_deadline: {RENEW_MS}\n  retry_period: {RETRY_MS}\n\
-         consensus:\n  enabled: true\n  heartbeat: {HEARTBEAT_MS}\n  ttl: {TTL_MS}\n  read_interval: {READ_MS}\n",
-        api.url()
-    );
-    web_config(&top, targets[0].addr().port(), &ips)
-}
-
 async fn api() -> ApiServer {
     let api = ApiServer::builder()
         .strict_ips(false)
@@ -63,7 +38,8 @@ async fn api() -> ApiServer {
     api
 }
 
-/// Starts replica `n` (user and POD_NAME `replica-N`).
+/// Starts replica `n` (user and POD_NAME `replica-N`): probes every 400 ms (fall and rise 1),
+/// consensus with a fast heartbeat, leader election on `backend`, and `extra` top-level keys.
 fn replica(
     e: &Epcheck,
     api: &ApiServer,
@@ -76,9 +52,21 @@ fn replica(
     let token = format!("token-of-replica-{n}");
     api.add_user_token(token.clone(), format!("replica-{n}"), Permissions::all());
     e.write(&format!("token-{n}"), &token);
+    let ips: Vec<String> = targets.iter().map(ip_of).collect();
+    let redis_block = redis
+        .map(|a| format!("redis:\n  ipport: {a}\n  key_prefix: \"cs:\"\n"))
+        .unwrap_or_default();
+    let top = format!(
+        "interval: 400\npingtimeout: 300\nurl: {}\ntoken_file: token-{n}\nresync_interval: 60000\n\
+         {extra}\nprobe: {{rise: 1, fall: 1, fast_interval: 100}}\n{redis_block}\
+         leader_election:\n  enabled: true\n  backend: {backend}\n  namespace: default\n  name: epcheck\n\
+         \x20 lease_duration: {LEASE_MS}\n  renew_deadline: {RENEW_MS}\n  retry_period: {RETRY_MS}\n\
+         consensus:\n  enabled: true\n  heartbeat: {HEARTBEAT_MS}\n  ttl: {TTL_MS}\n  read_interval: {READ_MS}\n",
+        api.url()
+    );
     let path = e.write(
         &format!("c{n}.yaml"),
-        &config(api, targets, n, backend, redis, extra),
+        &web_config(&top, targets[0].addr().port(), &ips),
     );
     let pod = format!("replica-{n}");
     Daemon::start_with_env(e, path.to_str().unwrap(), &[("POD_NAME", &pod)])

@@ -238,7 +238,8 @@ mod tests {
     #[test]
     fn a_view_too_large_abstains_and_bad_input_is_refused() {
         let ips = (0..20_000u32)
-            .map(|i| IpAddr::from((0x0a00_0000 + i).to_be_bytes()))
+            // Documentation addresses (2001:db8::/32); never contacted, only encoded.
+            .map(|i| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, (i >> 16) as u16, i as u16]))
             .collect();
         let view = View::voting("r", BTreeMap::from([("web".to_string(), ips)]));
         let back = View::decode(&view.encode()).unwrap();
@@ -255,7 +256,7 @@ mod tests {
         );
         let v2 = r#"{"v":2,"replica":"r","down":{}}"#;
         assert!(View::decode(v2).unwrap_err().contains("version 2"));
-        let bad_ip = r#"{"v":1,"replica":"r","down":{"web":["10.0.0.300"]}}"#;
+        let bad_ip = r#"{"v":1,"replica":"r","down":{"web":["198.51.100.300"]}}"#;
         assert!(View::decode(bad_ip).is_err());
     }
 }
