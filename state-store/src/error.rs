@@ -1,6 +1,6 @@
 //! The crate's error type.
 //!
-//! Messages name the Redis address as `host:port` (never a URL with credentials, never the
+//! Messages name the Redis address as `host:port` and etcd by its endpoints (never a URL with credentials, never the
 //! password), the command and key, and what to do. The backend's own message is kept as the
 //! [`source`](std::error::Error::source), with the password scrubbed from it should the server
 //! ever echo it.
@@ -126,6 +126,64 @@ pub enum Error {
         #[source]
         source: BackendError,
     },
+
+    /// An etcd option is invalid (endpoints, TLS files, key prefix, timeouts).
+    #[error("invalid etcd option {option}: {reason}")]
+    EtcdOption {
+        /// The option's name (`endpoints`, `ca_file`, `key_prefix`, …).
+        option: &'static str,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+
+    /// etcd refused the credentials (wrong user or password, or authentication not set up).
+    #[error(
+        "etcd at {endpoints} refused the credentials: check etcd.username and etcd.password, \
+         etcd.password_file or EPCHECK_ETCD_PASSWORD (the password is never shown)"
+    )]
+    EtcdAuth {
+        /// The endpoints, comma-separated.
+        endpoints: String,
+        /// The server's reply.
+        #[source]
+        source: BackendError,
+    },
+
+    /// etcd could not be reached, or a call got no answer within the command timeout; the
+    /// client keeps reconnecting by itself.
+    #[error(
+        "etcd at {endpoints} is unavailable ({op} {key}): check that etcd runs and is reachable \
+         from here (etcd.endpoints, and etcd.ca_file, cert_file, key_file for TLS); the client \
+         reconnects by itself"
+    )]
+    EtcdUnavailable {
+        /// The endpoints, comma-separated.
+        endpoints: String,
+        /// The etcd call (`Range`, `Txn`, `LeaseGrant`, …).
+        op: &'static str,
+        /// The key it was for.
+        key: String,
+        /// The client's error.
+        #[source]
+        source: BackendError,
+    },
+
+    /// etcd answered with an error (permission denied on the key, request too large, …).
+    #[error(
+        "etcd {op} {key} at {endpoints} failed: check the key prefix (etcd.key_prefix), the \
+         user's permissions on it and the server's state"
+    )]
+    EtcdCommand {
+        /// The endpoints, comma-separated.
+        endpoints: String,
+        /// The etcd call.
+        op: &'static str,
+        /// The key it was for.
+        key: String,
+        /// The server's or client's error.
+        #[source]
+        source: BackendError,
+    },
 }
 
 impl Error {
@@ -134,7 +192,10 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Connect { .. } | Error::Unavailable { .. } | Error::Timeout { .. }
+            Error::Connect { .. }
+                | Error::Unavailable { .. }
+                | Error::Timeout { .. }
+                | Error::EtcdUnavailable { .. }
         )
     }
 }

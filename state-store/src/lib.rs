@@ -1,13 +1,16 @@
 //! Where epcheck keeps health state and history, so that a restart or a second replica continues
 //! where the last one stopped.
 //!
-//! [`StateStore`] is the seam: an async trait another tool can implement. Two implementations
+//! [`StateStore`] is the seam: an async trait another tool can implement. Three implementations
 //! ship here:
 //! - [`MemoryStore`], the default: nothing to run, state lives as long as the process;
 //! - `RedisStore` (feature `redis`, on fred): a hash of target records per service, the last
 //!   addresses written, a capped stream of transitions and a set of known services, with
 //!   password, db, TLS and a key prefix, reconnecting by itself; plus `RedisLock`, the lock
-//!   key for leader election on Redis (SPEC §9).
+//!   key for leader election on Redis (SPEC §9);
+//! - `EtcdStore` (feature `etcd`, on etcd-client): the same records under
+//!   `<prefix><svc>/…` in etcd's v3 API, with TLS (CA, client certificate), user and password
+//!   and a key prefix; plus `EtcdLock`, a key bound to an etcd lease for leader election.
 //!
 //! Records ([`TargetRecord`], [`AppliedRecord`], [`TransitionEvent`]) are JSON with a schema
 //! version and wall-clock unix-millisecond times; see [`record`] for the compatibility rules.
@@ -62,12 +65,19 @@
 use async_trait::async_trait;
 
 mod error;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod memory;
 pub mod record;
 #[cfg(feature = "redis")]
 mod redis;
 
 pub use error::{BackendError, Error, Result};
+#[cfg(feature = "etcd")]
+pub use etcd::{
+    DEFAULT_ETCD_COMMAND_TIMEOUT, DEFAULT_ETCD_CONNECT_TIMEOUT, DEFAULT_ETCD_EVENTS_MAX_LEN,
+    DEFAULT_ETCD_KEY_PREFIX, EtcdLock, EtcdOptions, EtcdStore, MAX_ETCD_ENDPOINTS,
+};
 pub use memory::{DEFAULT_EVENT_CAPACITY, MemoryStore};
 pub use record::{
     AppliedRecord, Health, SCHEMA_VERSION, TargetRecord, TransitionEvent, from_unix_ms, now_ms,
@@ -88,7 +98,7 @@ pub use redis::{
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait StateStore: Send + Sync {
-    /// A short name for logs and `epcheck status`: `memory`, `redis`.
+    /// A short name for logs and `epcheck status`: `memory`, `redis`, `etcd`.
     fn kind(&self) -> &'static str;
 
     /// Whether what is saved outlives this process (Redis: `true`) or goes with it (memory:
