@@ -5,7 +5,9 @@
 //! * `backend: lease` — [`k8s_endpoints::election::LeaderElector`] on a
 //!   `coordination.k8s.io/v1` Lease, through the daemon's ApiServer [`Client`];
 //! * `backend: redis` — [`k8s_endpoints::election::TtlElector`] on the lock key
-//!   `<prefix>lock:<name>` ([`RedisTtlLock`]).
+//!   `<prefix>lock:<name>` ([`RedisTtlLock`]);
+//! * `backend: etcd` (feature `etcd`) — the same elector on the key `<prefix>_lock/<name>`,
+//!   bound to an etcd lease (`EtcdTtlLock`).
 //!
 //! In both, a leader that has not renewed within `renew_deadline` of the start of its last
 //! successful renewal stops leading at once, by a timer, even while a renewal hangs — before
@@ -38,6 +40,15 @@ pub enum LeaderError {
     /// The Redis options of the config are invalid.
     #[error("cannot set up the Redis connection for the leader lock")]
     Redis(#[source] state_store::Error),
+    /// `backend: etcd` without an `etcd` section, or in a build without the etcd store.
+    #[error(
+        "leader_election.backend is etcd but no etcd is configured (or this epcheck was built \
+         without the `etcd` feature); add an etcd section or use backend: lease"
+    )]
+    NoEtcd,
+    /// The etcd options of the config are invalid.
+    #[error("cannot set up the etcd connection for the leader lock")]
+    Etcd(#[source] state_store::Error),
 }
 
 /// Which election the config asks for.
@@ -58,6 +69,11 @@ pub enum LeaderBackendKind {
         /// The lock's name.
         name: String,
     },
+    /// The etcd lock key `<prefix>_lock/<name>`.
+    Etcd {
+        /// The lock's name.
+        name: String,
+    },
 }
 
 /// The backend of `config`; `cwd` locates the token file whose `namespace` file names the
@@ -70,17 +86,24 @@ pub fn backend_kind(config: &Config, env: &dyn Environment, cwd: &Path) -> Leade
     let name = le.name.clone();
     match le.backend {
         LeaderBackend::Redis => LeaderBackendKind::Redis { name },
+        LeaderBackend::Etcd => LeaderBackendKind::Etcd { name },
         LeaderBackend::Lease => {
-            let namespace = le.namespace.clone().unwrap_or_else(|| {
-                let token = TokenLocation::from_setting(&config.token_file)
-                    .candidates(cwd)
-                    .into_iter()
-                    .find(|p| p.is_file());
-                lease_namespace(&|k| env.var(k), token.as_deref())
-            });
+            let namespace = view_namespace(config, env, cwd);
             LeaderBackendKind::Lease { namespace, name }
         }
     }
+}
+
+/// The namespace of the election's Lease, and of the consensus views' Leases: configured, else
+/// `POD_NAMESPACE`, the token's `namespace` file, `default`.
+pub fn view_namespace(config: &Config, env: &dyn Environment, cwd: &Path) -> String {
+    config.leader_election.namespace.clone().unwrap_or_else(|| {
+        let token = TokenLocation::from_setting(&config.token_file)
+            .candidates(cwd)
+            .into_iter()
+            .find(|p| p.is_file());
+        lease_namespace(&|k| env.var(k), token.as_deref())
+    })
 }
 
 /// The election settings of `config` for `identity`.
@@ -121,11 +144,36 @@ pub async fn start_election(
                 .map_err(LeaderError::Redis)?;
             Election::ttl_lock(RedisTtlLock(store.lock(&name)), settings)?
         }
+        LeaderBackendKind::Etcd { name } => etcd_election(config, &name, settings).await?,
     })
 }
 
+#[cfg(feature = "etcd")]
+async fn etcd_election(
+    config: &Config,
+    name: &str,
+    settings: ElectionConfig,
+) -> Result<Election, LeaderError> {
+    let etcd = config.etcd.as_ref().ok_or(LeaderError::NoEtcd)?;
+    let store = state_store::EtcdStore::new_lazy(crate::store::etcd_options(etcd))
+        .await
+        .map_err(LeaderError::Etcd)?;
+    let lock = k8s_endpoints::election::EtcdTtlLock(store.lock(name));
+    Ok(Election::ttl_lock(lock, settings)?)
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn etcd_election(
+    _config: &Config,
+    _name: &str,
+    _settings: ElectionConfig,
+) -> Result<Election, LeaderError> {
+    Err(LeaderError::NoEtcd)
+}
+
 /// The board the replicas' consensus views go on (SPEC §9.1), if `consensus.enabled`: Leases
-/// labelled `epcheck.io/view-of=<name>` beside the election's Lease, or Redis keys under
+/// labelled `epcheck.io/view-of=<name>` beside the election's Lease (also with `backend:
+/// etcd`, in the namespace the election would use for a Lease), or Redis keys under
 /// `<prefix>view:<name>:` with `backend: redis`.
 ///
 /// # Errors
@@ -151,6 +199,10 @@ pub async fn consensus_board(
                 .await
                 .map_err(LeaderError::Redis)?;
             Some(Arc::new(RedisBoard(store.views(&name))))
+        }
+        LeaderBackendKind::Etcd { name } => {
+            let namespace = view_namespace(config, env, cwd);
+            Some(Arc::new(LeaseBoard::new(client.clone(), namespace, name)))
         }
     })
 }

@@ -1,12 +1,15 @@
-//! Opening the state store the config asks for: in memory by default, Redis when configured.
+//! Opening the state store the config asks for: in memory by default, Redis or etcd when
+//! configured.
 
 use std::sync::Arc;
 
 use state_store::{MemoryStore, RedisOptions, RedisStore, StateStore};
 
+#[cfg(feature = "etcd")]
+use crate::config::EtcdConfig;
 use crate::config::{Config, RedisConfig};
 
-/// How to wait for Redis.
+/// How to wait for Redis or etcd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Connect {
     /// Return at once and connect in the background (the daemon: it must start and probe while
@@ -27,14 +30,37 @@ pub fn redis_options(r: &RedisConfig) -> RedisOptions {
     o
 }
 
+/// The etcd options of the config.
+#[cfg(feature = "etcd")]
+pub fn etcd_options(e: &EtcdConfig) -> state_store::EtcdOptions {
+    let mut o = state_store::EtcdOptions::new(e.endpoints.iter().cloned());
+    o.username = e.username.clone();
+    o.password = e.password.clone();
+    o.ca_file = e.ca_file.clone();
+    o.cert_file = e.cert_file.clone();
+    o.key_file = e.key_file.clone();
+    o.key_prefix = e.key_prefix.clone();
+    o
+}
+
 /// Opens the store of `config`.
 ///
 /// # Errors
-/// Invalid Redis options, or with [`Connect::Now`] an unreachable Redis or refused credentials.
+/// Invalid Redis or etcd options, or with [`Connect::Now`] an unreachable store or refused
+/// credentials.
 pub async fn open(
     config: &Config,
     how: Connect,
 ) -> Result<Arc<dyn StateStore>, state_store::Error> {
+    #[cfg(feature = "etcd")]
+    if let Some(e) = &config.etcd {
+        let options = etcd_options(e);
+        let store = match how {
+            Connect::Lazy => state_store::EtcdStore::new_lazy(options).await?,
+            Connect::Now => state_store::EtcdStore::connect(options).await?,
+        };
+        return Ok(Arc::new(store));
+    }
     match &config.redis {
         None => Ok(Arc::new(MemoryStore::new())),
         Some(r) => {

@@ -1,5 +1,5 @@
 //! `epcheck run`: the real binary against loopback targets, the stand-in ApiServer and a real
-//! Redis.
+//! Redis or etcd.
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -557,8 +557,45 @@ async fn apiserver_faults_are_survived_without_partial_writes() {
     assert_eq!(code, Some(0), "the daemon did not survive:\n{log}");
 }
 
-fn redis_block(addr: &str) -> String {
-    format!("redis:\n  ipport: {addr}\n  key_prefix: \"t:\"\n")
+/// A real store server the daemon keeps its state in: its config section, and a crash and
+/// restart.
+trait StoreServer {
+    fn block(&self) -> String;
+    fn crash(&mut self);
+    fn restart(&mut self);
+}
+
+impl StoreServer for RedisServer {
+    fn block(&self) -> String {
+        format!(
+            "redis:\n  ipport: {}\n  key_prefix: \"t:\"\n",
+            self.address()
+        )
+    }
+    /// Redis comes back empty (nothing is saved).
+    fn crash(&mut self) {
+        self.stop();
+    }
+    fn restart(&mut self) {
+        RedisServer::restart(self).unwrap();
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl StoreServer for fixtures::etcd::EtcdServer {
+    fn block(&self) -> String {
+        format!(
+            "etcd:\n  endpoints: [\"{}\"]\n  key_prefix: \"t/\"\n",
+            self.endpoint()
+        )
+    }
+    /// etcd comes back with what it had before the crash, now out of date.
+    fn crash(&mut self) {
+        self.stop();
+    }
+    fn restart(&mut self) {
+        fixtures::etcd::EtcdServer::restart(self).unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,7 +603,20 @@ async fn redis_outage_does_not_stop_probing_or_writing() {
     let Some(mut redis) = RedisServer::start().unwrap() else {
         return;
     };
-    let mut s = setup(3, &redis_block(&redis.address())).await;
+    store_outage(&mut redis).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_outage_does_not_stop_probing_or_writing() {
+    let Some(mut etcd) = fixtures::etcd::EtcdServer::start().unwrap() else {
+        return;
+    };
+    store_outage(&mut etcd).await;
+}
+
+async fn store_outage(store: &mut dyn StoreServer) {
+    let mut s = setup(3, &store.block()).await;
     let all: Vec<String> = s.targets.iter().map(ip_of).collect();
     let d = Daemon::start(&s.e, &s.config);
     assert!(
@@ -577,19 +627,19 @@ async fn redis_outage_does_not_stop_probing_or_writing() {
         d.log()
     );
 
-    redis.stop();
+    store.crash();
     s.targets[2].refuse().await;
     let want: Vec<String> = all[..2].to_vec();
     assert!(
         until_ready(&s.api, &want, Duration::from_secs(4))
             .await
             .is_some(),
-        "no write while Redis was down:\n{}",
+        "no write while the store was down:\n{}",
         d.log()
     );
 
-    // Redis comes back empty; the daemon's state catches up.
-    redis.restart().unwrap();
+    // The store comes back; the daemon's state catches up.
+    store.restart();
     let deadline = Instant::now() + Duration::from_secs(8);
     let mut caught_up = false;
     while Instant::now() < deadline && !caught_up {
@@ -617,7 +667,20 @@ async fn a_restart_with_redis_restores_health_without_a_flap() {
     let Some(redis) = RedisServer::start().unwrap() else {
         return;
     };
-    let mut s = setup(3, &redis_block(&redis.address())).await;
+    restart_restores_health(&redis).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_etcd_restores_health_without_a_flap() {
+    let Some(etcd) = fixtures::etcd::EtcdServer::start().unwrap() else {
+        return;
+    };
+    restart_restores_health(&etcd).await;
+}
+
+async fn restart_restores_health(store: &dyn StoreServer) {
+    let mut s = setup(3, &store.block()).await;
     s.targets[1].refuse().await;
     let want: Vec<String> = vec![ip_of(&s.targets[0]), ip_of(&s.targets[2])];
     let first = Daemon::start(&s.e, &s.config);

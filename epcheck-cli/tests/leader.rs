@@ -22,7 +22,7 @@ struct Replicas {
 
 /// Three replicas, each with its own token (so the stand-in's log tells them apart: user
 /// `replica-N`) and POD_NAME.
-async fn start(backend: &str, redis: Option<&str>) -> Replicas {
+async fn start(backend: &str, store_block: &str) -> Replicas {
     let api = ApiServer::builder()
         .strict_ips(false)
         .start()
@@ -37,12 +37,9 @@ async fn start(backend: &str, redis: Option<&str>) -> Replicas {
         let token = format!("token-of-replica-{n}");
         api.add_user_token(token.clone(), format!("replica-{n}"), Permissions::all());
         e.write(&format!("token-{n}"), &token);
-        let redis_block = redis
-            .map(|a| format!("redis:\n  ipport: {a}\n  key_prefix: \"le:\"\n"))
-            .unwrap_or_default();
         let top = format!(
             "interval: 400\npingtimeout: 300\nurl: {}\ntoken_file: token-{n}\nresync_interval: 60000\n\
-             metrics: {{listen: off}}\nprobe: {{rise: 1, fall: 1, fast_interval: 100}}\n{redis_block}\
+             metrics: {{listen: off}}\nprobe: {{rise: 1, fall: 1, fast_interval: 100}}\n{store_block}\
              leader_election:\n  enabled: true\n  backend: {backend}\n  namespace: default\n  name: epcheck\n\
              \x20 lease_duration: {LEASE_MS}\n  renew_deadline: {RENEW_MS}\n  retry_period: {RETRY_MS}\n",
             api.url()
@@ -121,8 +118,20 @@ async fn flip_and_wait(r: &mut Replicas, idx: usize, accept: bool) {
     );
 }
 
-async fn failover(backend: &str, redis: Option<&str>) {
-    let mut r = start(backend, redis).await;
+fn redis_block(address: &str) -> String {
+    format!("redis:\n  ipport: {address}\n  key_prefix: \"le:\"\n")
+}
+
+#[cfg(feature = "etcd")]
+fn etcd_block(etcd: &fixtures::etcd::EtcdServer) -> String {
+    format!(
+        "etcd:\n  endpoints: [\"{}\"]\n  key_prefix: \"le/\"\n",
+        etcd.endpoint()
+    )
+}
+
+async fn failover(backend: &str, store_block: &str) {
+    let mut r = start(backend, store_block).await;
     let all: Vec<String> = r.targets.iter().map(ip_of).collect();
     assert!(
         until_ready(&r.api, &all, Duration::from_secs(8))
@@ -160,7 +169,7 @@ async fn failover(backend: &str, redis: Option<&str>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_one_writer_and_failover_within_a_lease() {
-    failover("lease", None).await;
+    failover("lease", "").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,12 +177,68 @@ async fn redis_lock_one_writer_and_failover_within_a_lease() {
     let Some(redis) = RedisServer::start().unwrap() else {
         return;
     };
-    failover("redis", Some(&redis.address())).await;
+    failover("redis", &redis_block(&redis.address())).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_lock_one_writer_and_failover_within_a_lease() {
+    let Some(etcd) = fixtures::etcd::EtcdServer::start().unwrap() else {
+        return;
+    };
+    failover("etcd", &etcd_block(&etcd)).await;
+}
+
+/// etcd stops answering (SIGSTOP: connections stay open, like a partition): the leader cannot
+/// keep its lease alive and must stop leading within renew_deadline, before the lease can
+/// expire; once etcd answers again one replica leads and the Endpoints converge under it.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_keep_its_etcd_lease_alive_steps_down() {
+    let Some(etcd) = fixtures::etcd::EtcdServer::start().unwrap() else {
+        return;
+    };
+    let mut r = start("etcd", &etcd_block(&etcd)).await;
+    let all: Vec<String> = r.targets.iter().map(ip_of).collect();
+    assert!(
+        until_ready(&r.api, &all, Duration::from_secs(8))
+            .await
+            .is_some()
+    );
+    let first = leader(&r, None, Duration::from_secs(5))
+        .await
+        .expect("a leader");
+    etcd.pause();
+    let paused_at = Instant::now();
+    let old = r.daemons[first].as_ref().unwrap();
+    let stepped = old
+        .wait_log("following", Duration::from_millis(RENEW_MS * 3))
+        .await;
+    let took = paused_at.elapsed();
+    etcd.resume();
+    assert!(
+        stepped,
+        "the leader kept leading without etcd:\n{}",
+        old.log()
+    );
+    assert!(
+        took <= Duration::from_millis(RENEW_MS + RETRY_MS + 500),
+        "stepped down after {took:?}; renew_deadline is {RENEW_MS} ms"
+    );
+    // Whoever leads next (perhaps the same replica) converges the Endpoints, and writers never
+    // interleave.
+    flip_and_wait(&mut r, 1, false).await;
+    let writers = endpoint_writers(&r.api);
+    assert!(writers.len() <= 2, "interleaved writers: {writers:?}");
+    for d in r.daemons.iter_mut().filter_map(Option::take) {
+        let (code, _, log) = d.terminate().await;
+        assert_eq!(code, Some(0), "{log}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_leader_stops_writing_before_another_takes_over() {
-    let mut r = start("lease", None).await;
+    let mut r = start("lease", "").await;
     let all: Vec<String> = r.targets.iter().map(ip_of).collect();
     assert!(
         until_ready(&r.api, &all, Duration::from_secs(8))

@@ -13,7 +13,7 @@ use crate::store::{Connect, open};
 /// The JSON report of `status`.
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
-    /// Which store was read (`memory` or `redis`).
+    /// Which store was read (`redis` or `etcd`).
     pub store: String,
     /// One entry per configured service.
     pub services: Vec<ServiceStatus>,
@@ -37,11 +37,11 @@ pub struct ServiceStatus {
 /// Runs `status`; returns the exit code.
 pub async fn run(args: &StatusArgs, path: &Path, env: &dyn Environment) -> anyhow::Result<u8> {
     let Loaded { config, .. } = load(path, env)?;
-    if config.redis.is_none() {
+    if config.redis.is_none() && config.etcd.is_none() {
         anyhow::bail!(
             "{} uses the in-memory store, which lives inside the running daemon: there is nothing \
-             to read from another process. Configure `redis` to share state between replicas and \
-             with `epcheck status`",
+             to read from another process. Configure `redis` or `etcd` to share state between \
+             replicas and with `epcheck status`",
             path.display()
         );
     }

@@ -6,6 +6,7 @@
 //! in epcheck sees an `Option` that validation could have settled.
 
 mod diagnostic;
+mod etcd;
 mod limits;
 mod lines;
 mod locate;
@@ -77,8 +78,10 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     /// `insecure_skip_tls_verify`: skip TLS verification (warned about).
     pub insecure_skip_tls_verify: bool,
-    /// `redis`: the Redis store; `None` = in-memory store.
+    /// `redis`: the Redis store; `None` = in-memory store (or etcd).
     pub redis: Option<RedisConfig>,
+    /// `etcd`: the etcd store; never together with `redis`.
+    pub etcd: Option<EtcdConfig>,
     /// The services, from `service_info` joined with `service_healthcheck_list`, sorted by key.
     pub services: Vec<ServiceConfig>,
     /// `endpoint_template`: the object created when none exists; its ports are the serving ports.
@@ -286,6 +289,25 @@ pub struct RedisConfig {
     pub key_prefix: String,
 }
 
+/// etcd store settings (SPEC §6).
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    /// The members' client URLs (`https://host:port`, `http://host:port` or `host:port`).
+    pub endpoints: Vec<String>,
+    /// The etcd user.
+    pub username: Option<String>,
+    /// Password (from `password`, `password_file` or `EPCHECK_ETCD_PASSWORD`); never printed.
+    pub password: Option<SecretString>,
+    /// CA bundle of the members' serving certificates; `None` = the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (etcd's `--client-cert-auth`).
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's key.
+    pub key_file: Option<PathBuf>,
+    /// Prefix of every key.
+    pub key_prefix: String,
+}
+
 /// What the fail-safe does (SPEC §5.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failsafe {
@@ -362,7 +384,7 @@ pub enum WebhookFormat {
 pub struct LeaderElection {
     /// Elect one writer among replicas.
     pub enabled: bool,
-    /// Lease or Redis lock.
+    /// Lease, Redis lock or etcd lock.
     pub backend: LeaderBackend,
     /// Lease / lock name.
     pub name: String,
@@ -383,6 +405,8 @@ pub enum LeaderBackend {
     Lease,
     /// A Redis lock key.
     Redis,
+    /// An etcd key bound to an etcd lease.
+    Etcd,
 }
 
 /// A config together with the warnings found while checking it.

@@ -28,6 +28,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "content_type",
     "token_file",
     "redis",
+    "etcd",
     "service_info",
     "service_healthcheck_list",
     "endpoint_template",
@@ -219,6 +220,7 @@ fn build(r: &mut Reader, root: &Value, base_dir: &Path, env: &dyn Environment) -
         );
     }
     let redis = get(top, "redis").and_then(|v| read_redis(r, v, base_dir, env));
+    let etcd = get(top, "etcd").and_then(|v| super::etcd::read_etcd(r, v, base_dir, env));
     let not_ready =
         read_not_ready(r, get(top, "not_ready"), "not_ready").unwrap_or(NotReadyPolicy::Keep);
     let (defaults, concurrency) = read_probe_defaults(r, get(top, "probe"), timeout);
@@ -243,6 +245,7 @@ fn build(r: &mut Reader, root: &Value, base_dir: &Path, env: &dyn Environment) -
     let metrics = read_metrics(r, get(top, "metrics"));
     let notify = read_notify(r, get(top, "notify"), base_dir, env);
     let leader_election = read_leader(r, get(top, "leader_election"));
+    super::etcd::check_choice(r, redis.as_ref(), etcd.as_ref(), &leader_election);
     let consensus = read_consensus(r, get(top, "consensus"), &leader_election);
     let instance = read_instance(r, get(top, "instance"), &leader_election.name);
     let prune = r.boolean(get(top, "prune"), "prune").unwrap_or(false);
@@ -258,6 +261,7 @@ fn build(r: &mut Reader, root: &Value, base_dir: &Path, env: &dyn Environment) -
         ca_file,
         insecure_skip_tls_verify: insecure,
         redis,
+        etcd,
         services,
         endpoint_template: template?,
         probe: service_probe(&defaults, interval, timeout, 1),
@@ -661,9 +665,10 @@ pub(super) fn read_leader(r: &mut Reader, value: Option<&Value>) -> LeaderElecti
     let backend = match r.choice(
         get(map, "backend"),
         &join(p, "backend"),
-        &["lease", "redis"],
+        &["lease", "redis", "etcd"],
     ) {
         Some("redis") => LeaderBackend::Redis,
+        Some("etcd") => LeaderBackend::Etcd,
         _ => LeaderBackend::Lease,
     };
     let name = r

@@ -1,7 +1,8 @@
 //! The config as it goes into the ConfigMap: the operator's file, with what cannot work (or
 //! must not be stored) in a pod taken out.
 //!
-//! - Secrets (`redis.password`, `redis.password_file`, webhook `secret`/`secret_file`, and a
+//! - Secrets (`redis.password`, `redis.password_file`, the same two keys of `etcd`, webhook
+//!   `secret`/`secret_file`, and a
 //!   webhook `url` that carries a credential: `user:password@` or a query such as
 //!   `?access_token=`) are removed; the pod reads them from a Secret through `EPCHECK_*`
 //!   variables (`EPCHECK_WEBHOOK_<n>_URL` for a URL). A ConfigMap is
@@ -133,10 +134,15 @@ fn removals(root: &Value, config: &Config) -> Vec<Removal> {
         ),
         path,
     };
-    for key in ["password", "password_file"] {
-        let path = vec![Seg::Key("redis"), Seg::Key(key)];
-        if is_set(root, &path) {
-            out.push(secret(path, "EPCHECK_REDIS_PASSWORD"));
+    for (store, env) in [
+        ("redis", "EPCHECK_REDIS_PASSWORD"),
+        ("etcd", "EPCHECK_ETCD_PASSWORD"),
+    ] {
+        for key in ["password", "password_file"] {
+            let path = vec![Seg::Key(store), Seg::Key(key)];
+            if is_set(root, &path) {
+                out.push(secret(path, env));
+            }
         }
     }
     let hooks = lookup(root, &[Seg::Key("notify"), Seg::Key("webhooks")])
@@ -216,6 +222,11 @@ fn secret_values(config: &Config) -> Vec<String> {
         .as_ref()
         .and_then(|r| r.password.as_ref())
         .map(|s| s.expose_secret().to_string());
+    let etcd = config
+        .etcd
+        .as_ref()
+        .and_then(|e| e.password.as_ref())
+        .map(|s| s.expose_secret().to_string());
     let hooks = config
         .notify
         .webhooks
@@ -230,6 +241,7 @@ fn secret_values(config: &Config) -> Vec<String> {
         .map(|w| w.url.clone());
     redis
         .into_iter()
+        .chain(etcd)
         .chain(hooks)
         .chain(urls)
         .filter(|s| !s.is_empty())

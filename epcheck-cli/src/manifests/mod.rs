@@ -221,6 +221,28 @@ pub fn notes(config: &Config, opts: &ManifestOptions) -> Vec<String> {
             opts.namespace
         ));
     }
+    let (tls_files, unmountable) = workload::etcd_tls_files(config, &opts.config_text);
+    if !tls_files.is_empty() {
+        let from: Vec<String> = tls_files
+            .iter()
+            .map(|(key, path)| format!("--from-file={key}={path}"))
+            .collect();
+        notes.push(format!(
+            "the etcd TLS files are mounted from Secret {}, which you create: kubectl -n {} \
+             create secret generic {} {}",
+            workload::ETCD_TLS_SECRET,
+            opts.namespace,
+            workload::ETCD_TLS_SECRET,
+            from.join(" ")
+        ));
+    }
+    for option in unmountable {
+        notes.push(format!(
+            "{option} is relative or inside {CONFIG_DIR}, so it cannot be mounted where the \
+             config says: give it an absolute path outside {CONFIG_DIR} (e.g. \
+             /etc/epcheck-etcd/ca.crt) and run manifests again"
+        ));
+    }
     if opts.replicas > 1 && !config.leader_election.enabled {
         notes.push(format!(
             "{} replicas asked for, but leader_election is not enabled: every replica would \

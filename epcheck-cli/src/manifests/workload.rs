@@ -19,7 +19,8 @@ pub(super) struct SecretRef {
     pub optional: bool,
 }
 
-/// The secrets the config uses (or could use): the Redis password when Redis is configured,
+/// The secrets the config uses (or could use): the Redis or etcd password when that store is
+/// configured,
 /// each webhook's URL when it carries a credential and its signing secret when it has one.
 pub(super) fn secrets(config: &Config) -> Vec<SecretRef> {
     let mut refs = Vec::new();
@@ -28,6 +29,13 @@ pub(super) fn secrets(config: &Config) -> Vec<SecretRef> {
             key: "redis-password".to_string(),
             env: "EPCHECK_REDIS_PASSWORD".to_string(),
             optional: redis.password.is_none(),
+        });
+    }
+    if let Some(etcd) = &config.etcd {
+        refs.push(SecretRef {
+            key: "etcd-password".to_string(),
+            env: "EPCHECK_ETCD_PASSWORD".to_string(),
+            optional: etcd.password.is_none(),
         });
     }
     for (i, hook) in config.notify.webhooks.iter().enumerate() {
@@ -133,6 +141,46 @@ pub(super) fn config_volume() -> (Value, Value) {
     )
 }
 
+/// The Secret holding the etcd TLS files (`ca.crt`, `tls.crt`, `tls.key`); made by the
+/// operator, never by `manifests` (see [`etcd_tls_files`]).
+pub(super) const ETCD_TLS_SECRET: &str = "epcheck-etcd-tls";
+
+/// The etcd TLS files the config names, as (Secret key, path in the pod), read from the
+/// config's text as written; paths that cannot be mounted there (relative, or inside the
+/// ConfigMap's directory) are returned apart, by key, and reported by [`super::notes`].
+pub(super) fn etcd_tls_files(
+    config: &Config,
+    config_text: &str,
+) -> (Vec<(&'static str, String)>, Vec<String>) {
+    let (mut files, mut unmountable) = (Vec::new(), Vec::new());
+    if config.etcd.is_none() {
+        return (files, unmountable);
+    }
+    let root: serde_yaml::Value = serde_yaml::from_str(config_text).unwrap_or_default();
+    for (key, option) in [
+        ("ca.crt", "ca_file"),
+        ("tls.crt", "cert_file"),
+        ("tls.key", "key_file"),
+    ] {
+        let Some(path) = root
+            .get("etcd")
+            .and_then(|e| e.get(option))
+            .and_then(serde_yaml::Value::as_str)
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        else {
+            continue;
+        };
+        let path = std::path::Path::new(path);
+        if !path.is_absolute() || path.starts_with(CONFIG_DIR) {
+            unmountable.push(format!("etcd.{option}"));
+        } else {
+            files.push((key, path.display().to_string()));
+        }
+    }
+    (files, unmountable)
+}
+
 fn env(refs: &[SecretRef]) -> Vec<Value> {
     let mut env = vec![
         json!({ "name": "POD_NAME",
@@ -199,6 +247,24 @@ pub(super) fn deployment(
         }],
         "volumes": [volume],
     });
+    let (tls_files, _) = etcd_tls_files(config, config_text);
+    if !tls_files.is_empty() {
+        // Each file at the path the config names, from the operator's Secret.
+        if let Some(mounts) = pod_spec.pointer_mut("/containers/0/volumeMounts")
+            && let Some(mounts) = mounts.as_array_mut()
+        {
+            for (key, path) in &tls_files {
+                mounts.push(
+                    json!({ "name": "etcd-tls", "mountPath": path, "subPath": key,
+                                    "readOnly": true }),
+                );
+            }
+        }
+        if let Some(volumes) = pod_spec.get_mut("volumes").and_then(Value::as_array_mut) {
+            volumes.push(json!({ "name": "etcd-tls",
+                                 "secret": { "secretName": ETCD_TLS_SECRET, "defaultMode": 0o440 } }));
+        }
+    }
     if replicas > 1
         && let Some(spec) = pod_spec.as_object_mut()
     {

@@ -21,10 +21,11 @@
 //!   `update_lease` with the `resourceVersion`); [`MicroTime`] writes its times with exactly
 //!   six fractional digits.
 //! * [`TtlElector`] — the same rules and output over a [`TtlLock`], a key that expires by
-//!   itself on its server's clock (`SET NX PX` on Redis), renewed and released only by its
-//!   holder.
+//!   itself on its server's clock (`SET NX PX` on Redis, a key bound to a lease on etcd),
+//!   renewed and released only by its holder.
 //! * [`Election`] — a running election as one handle (or none: always leading), whatever the
-//!   lock; `RedisTtlLock` (feature `redis`) is a Redis key as a [`TtlLock`].
+//!   lock; `RedisTtlLock` (feature `redis`) is a Redis key and `EtcdTtlLock` (feature `etcd`)
+//!   an etcd key bound to an etcd lease as a [`TtlLock`].
 //! * [`identity()`] (`POD_NAME` or the hostname, plus a random suffix) and
 //!   [`lease_namespace`] (`POD_NAMESPACE`, the service-account `namespace` file, `default`).
 //!
@@ -40,6 +41,8 @@
 mod config;
 mod core;
 mod elector;
+#[cfg(feature = "etcd")]
+mod etcd_lock;
 mod handle;
 mod identity;
 mod lease_lock;
@@ -56,6 +59,8 @@ pub use config::{
 pub use core::{Decision, ElectionCore, Observation};
 pub(crate) use elector::error_chain;
 pub use elector::{LeaderElector, LeaderState, StatePublisher, term_timer};
+#[cfg(feature = "etcd")]
+pub use etcd_lock::EtcdTtlLock;
 pub use handle::Election;
 pub use identity::{NAMESPACE_FILE, identity, lease_namespace};
 pub use lease_lock::LeaseLock;

@@ -29,7 +29,8 @@ pub const MAX_ENDPOINTS: usize = 16;
 #[derive(Clone)]
 pub struct EtcdOptions {
     /// The members' client URLs (`etcd.endpoints`): `https://host:port`, `http://host:port` or
-    /// `host:port` (then `https` when a TLS file is given, else `http`). All use one scheme.
+    /// `host:port` (then `https` when another endpoint says so or a TLS file is given, else
+    /// `http`). All use one scheme.
     pub endpoints: Vec<String>,
     /// The etcd user (`etcd.username`); `None` without authentication.
     pub username: Option<String>,
@@ -92,6 +93,15 @@ impl std::fmt::Debug for EtcdOptions {
 }
 
 impl EtcdOptions {
+    /// Checks the options as [`EtcdStore::connect`](super::EtcdStore::connect) would, without
+    /// connecting: endpoints, credentials in pairs, TLS files readable PEM.
+    ///
+    /// # Errors
+    /// [`Error::EtcdOption`] naming the option and what to do.
+    pub fn check(&self) -> Result<()> {
+        resolve(self).map(drop)
+    }
+
     /// Defaults with these endpoints.
     pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
         EtcdOptions {
@@ -207,6 +217,11 @@ fn urls(endpoints: &[String], tls_files: bool) -> Result<Vec<String>> {
             format!("{} given; at most {MAX_ENDPOINTS}", endpoints.len()),
         ));
     }
+    // A bare host:port takes the scheme the others name, else https with TLS files.
+    let tls_default = tls_files
+        || endpoints
+            .iter()
+            .any(|e| e.trim().to_ascii_lowercase().starts_with("https://"));
     let mut out = Vec::with_capacity(endpoints.len());
     for raw in endpoints {
         let raw = raw.trim();
@@ -220,7 +235,7 @@ fn urls(endpoints: &[String], tls_files: bool) -> Result<Vec<String>> {
                     ));
                 }
             },
-            None if tls_files => ("https", raw),
+            None if tls_default => ("https", raw),
             None => ("http", raw),
         };
         let host_port = rest.strip_suffix('/').unwrap_or(rest);

@@ -172,3 +172,103 @@ fn webhook_urls_with_credentials_go_to_the_secret() {
         .collect();
     assert_eq!(urls, original);
 }
+
+/// The etcd store: its password goes the Redis password's way, its TLS files are mounted from
+/// a Secret the operator makes, at the paths the config names.
+#[cfg(feature = "etcd")]
+#[test]
+fn the_etcd_password_and_tls_files_come_from_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    // Loading checks that each file is readable PEM; nothing here connects.
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let (ca, cert, key) = (
+        dir.path().join("ca.crt"),
+        dir.path().join("client.crt"),
+        dir.path().join("client.key"),
+    );
+    for file in [&ca, &cert, &key] {
+        std::fs::write(file, pem).unwrap();
+    }
+    let redis_section = "redis:\n  ipport: 172.16.0.61:6379\n  password: 123\n";
+    assert!(SEED.contains(redis_section));
+    let text = SEED.replace(
+        redis_section,
+        &format!(
+            "etcd:\n  endpoints: [\"https://198.51.100.5:2379\"]\n  username: epcheck\n  \
+             password: {SECRET_TEXT}\n  ca_file: {}\n  cert_file: {}\n  key_file: {}\n",
+            ca.display(),
+            cert.display(),
+            key.display()
+        ),
+    );
+    let config = load(&text);
+    assert_no_secret(&config, &text, &[SECRET_TEXT]);
+    let docs = generate(&config, &text);
+    assert_eq!(
+        one(&docs, "Secret")["stringData"]["etcd-password"],
+        PLACEHOLDER
+    );
+    let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    let env = pod["containers"][0]["env"].as_array().unwrap();
+    let password = env
+        .iter()
+        .find(|e| e["name"] == "EPCHECK_ETCD_PASSWORD")
+        .unwrap();
+    assert_eq!(
+        password["valueFrom"]["secretKeyRef"]["key"],
+        "etcd-password"
+    );
+    let mounts: Vec<(&str, &str)> = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["name"] == "etcd-tls")
+        .map(|m| {
+            (
+                m["subPath"].as_str().unwrap(),
+                m["mountPath"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let at = |p: &std::path::Path| p.display().to_string();
+    assert_eq!(
+        mounts,
+        [
+            ("ca.crt", at(&ca).as_str()),
+            ("tls.crt", at(&cert).as_str()),
+            ("tls.key", at(&key).as_str())
+        ]
+    );
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "etcd-tls")
+        .unwrap();
+    assert_eq!(volume["secret"]["secretName"], "epcheck-etcd-tls");
+    let stored = one(&docs, "ConfigMap")["data"]["config.yaml"]
+        .as_str()
+        .unwrap();
+    let reloaded = load_with(
+        stored,
+        &HashMap::from([("EPCHECK_ETCD_PASSWORD".to_string(), "x".to_string())]),
+    );
+    let etcd = reloaded.etcd.unwrap();
+    assert_eq!(etcd.endpoints, ["https://198.51.100.5:2379"]);
+    assert_eq!(etcd.ca_file.as_deref(), Some(ca.as_path()));
+    let opts = ManifestOptions::for_config(&config, &text);
+    let said = notes(&config, &opts).join("\n");
+    assert!(
+        said.contains("create secret generic epcheck-etcd-tls --from-file=ca.crt="),
+        "{said}"
+    );
+
+    // A relative path cannot be mounted where the pod would look: a note says so.
+    let relative = text.replace(&format!("ca_file: {}", ca.display()), "ca_file: ca.crt");
+    let config = crate::config::check(&relative, &dir.path().join("c.yaml"), &HashMap::new())
+        .unwrap()
+        .config;
+    let opts = ManifestOptions::for_config(&config, &relative);
+    let said = notes(&config, &opts).join("\n");
+    assert!(said.contains("etcd.ca_file is relative"), "{said}");
+}
