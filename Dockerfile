@@ -4,14 +4,15 @@
 # The binary is linked statically against musl, so the final stage needs no libc: distroless
 # static (CA certificates, /etc/passwd with the nonroot user 65532, nothing else: no shell).
 # TLS uses rustls with ring; ring's C and assembly parts and jemalloc (the allocator) are
-# compiled with musl-gcc (jemalloc's build needs make).
+# compiled with musl-gcc (jemalloc's build needs make). The etcd store (feature `etcd`) needs
+# protoc at build time for etcd-client's gRPC stubs.
 
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 ARG TARGET=x86_64-unknown-linux-musl
 RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools make \
+ && apt-get install -y --no-install-recommends musl-tools make protobuf-compiler \
  && rm -rf /var/lib/apt/lists/* \
  && rustup target add "${TARGET}"
 ENV CC_x86_64_unknown_linux_musl=musl-gcc
@@ -21,7 +22,7 @@ COPY . .
 # same step, since a cache mount is not part of the image.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p epcheck-cli --target "${TARGET}" \
+    cargo build --release --locked -p epcheck-cli --features etcd --target "${TARGET}" \
  && cp "target/${TARGET}/release/epcheck" /epcheck
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -46,19 +46,16 @@ fn replica(
     targets: &[ToggleTarget],
     n: usize,
     backend: &str,
-    redis: Option<&str>,
+    store_block: &str,
     extra: &str,
 ) -> Daemon {
     let token = format!("token-of-replica-{n}");
     api.add_user_token(token.clone(), format!("replica-{n}"), Permissions::all());
     e.write(&format!("token-{n}"), &token);
     let ips: Vec<String> = targets.iter().map(ip_of).collect();
-    let redis_block = redis
-        .map(|a| format!("redis:\n  ipport: {a}\n  key_prefix: \"cs:\"\n"))
-        .unwrap_or_default();
     let top = format!(
         "interval: 400\npingtimeout: 300\nurl: {}\ntoken_file: token-{n}\nresync_interval: 60000\n\
-         {extra}\nprobe: {{rise: 1, fall: 1, fast_interval: 100}}\n{redis_block}\
+         {extra}\nprobe: {{rise: 1, fall: 1, fast_interval: 100}}\n{store_block}\
          leader_election:\n  enabled: true\n  backend: {backend}\n  namespace: default\n  name: epcheck\n\
          \x20 lease_duration: {LEASE_MS}\n  renew_deadline: {RENEW_MS}\n  retry_period: {RETRY_MS}\n\
          consensus:\n  enabled: true\n  heartbeat: {HEARTBEAT_MS}\n  ttl: {TTL_MS}\n  read_interval: {READ_MS}\n",
@@ -179,7 +176,7 @@ async fn a_backend_leaves_only_when_a_quorum_sees_it_down() {
         "metrics: {{listen: \"127.0.0.1:0\"}}\nnotify: {{script: {}}}",
         script.display()
     );
-    let leader = replica(&e, &api, &targets, 0, "lease", None, &extra);
+    let leader = replica(&e, &api, &targets, 0, "lease", "", &extra);
     let metrics = leader.metrics_addr().await;
     assert!(
         until_ready(&api, &ips, Duration::from_secs(10))
@@ -379,7 +376,7 @@ fn identity(log: &str) -> String {
 /// Three real replicas: a backend that really stops is removed within detection time plus a
 /// publish and a read; a replica killed outright stops counting after its TTL and the two
 /// left still decide.
-async fn three_replicas(backend: &str, redis: Option<&str>) {
+async fn three_replicas(backend: &str, store_block: &str) {
     let api = api().await;
     let mut targets = ToggleTarget::start_group(3).await.unwrap();
     let ips: Vec<String> = targets.iter().map(ip_of).collect();
@@ -392,7 +389,7 @@ async fn three_replicas(backend: &str, redis: Option<&str>) {
                 &targets,
                 n,
                 backend,
-                redis,
+                store_block,
                 "metrics: {listen: off}",
             ))
         })
@@ -480,7 +477,7 @@ async fn three_replicas(backend: &str, redis: Option<&str>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_agree_through_leases() {
-    three_replicas("lease", None).await;
+    three_replicas("lease", "").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,5 +485,23 @@ async fn three_replicas_agree_through_redis() {
     let Some(redis) = RedisServer::start().unwrap() else {
         return;
     };
-    three_replicas("redis", Some(&redis.address())).await;
+    let block = format!(
+        "redis:\n  ipport: {}\n  key_prefix: \"cs:\"\n",
+        redis.address()
+    );
+    three_replicas("redis", &block).await;
+}
+
+/// The etcd lock elects; the views go on Leases beside it.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_agree_with_the_etcd_lock() {
+    let Some(etcd) = fixtures::etcd::EtcdServer::start().unwrap() else {
+        return;
+    };
+    let block = format!(
+        "etcd:\n  endpoints: [\"{}\"]\n  key_prefix: \"cs/\"\n",
+        etcd.endpoint()
+    );
+    three_replicas("etcd", &block).await;
 }

@@ -275,3 +275,44 @@ fn a_missing_token_or_ca_file_fails_as_the_readme_says() {
         assert!(r.stdout.contains("secrets/ca.crt"), "{}", r.stdout);
     }
 }
+
+/// The etcd section (SPEC §3.3): its keys are checked, with the line, and it cannot sit beside
+/// `redis`; the password never shows.
+#[cfg(feature = "etcd")]
+#[test]
+fn the_etcd_section_is_checked_with_its_lines() {
+    let e = Epcheck::new();
+    let redis = "redis:\n  ipport: 172.16.0.61:6379\n  password: 123\n";
+    assert!(seed().contains(redis));
+    let etcd = "etcd:\n  endpoints:\n    - https://198.51.100.5:2379\n  username: epcheck\n  \
+                password: Etcd-pa55-word\n";
+    let good = seed().replace(redis, etcd);
+    let path = e.write("good.yaml", &good);
+    let r = e.run(&["validate", "-f", path.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!r.all().contains("Etcd-pa55-word"), "{}", r.all());
+
+    let bad = seed().replace(
+        redis,
+        &format!("{redis}etcd:\n  endpoints: [\"unix:///run/etcd.sock\"]\n  cert_file: /nonexistent/c.pem\n"),
+    );
+    let line = bad.lines().position(|l| l == "etcd:").unwrap() + 1;
+    let path = e.write("bad.yaml", &bad);
+    let r = e.run(&["validate", "-f", path.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    let out = r.all();
+    assert!(
+        out.contains(&format!(
+            "bad.yaml:{line}: error: etcd: a redis and an etcd section"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "bad.yaml:{}: error: etcd.endpoints: \"unix:///run/etcd.sock\": unsupported scheme",
+            line + 1
+        )),
+        "{out}"
+    );
+    assert!(!r.all().contains("pa55"), "{}", r.all());
+}
