@@ -100,3 +100,75 @@ fn an_apiserver_url_with_a_password_is_refused_and_never_shown() {
         assert!(!r.all().contains("hunter2-pw"), "{args:?}: {}", r.all());
     }
 }
+
+/// etcd with authentication on: a wrong password is reported as refused credentials by
+/// `status` and by the running daemon, and never appears, at any verbosity; the gRPC stack's
+/// own log lines (tonic, h2) are filtered out like the Redis client's.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_etcd_password_never_reaches_the_logs() {
+    let Some(etcd) = fixtures::etcd::EtcdServer::start().unwrap() else {
+        return;
+    };
+    etcd.enable_auth("epcheck", "the-right-one-7q", "epcheck/")
+        .unwrap();
+    let e = Epcheck::new();
+    e.write("conf/token", "abc.def");
+    let redis = "redis:\n  ipport: 172.16.0.61:6379\n  password: 123\n";
+    assert!(seed().contains(redis));
+    let with = |password: &str| {
+        seed().replacen(
+            redis,
+            &format!(
+                "etcd:\n  endpoints: [\"{}\"]\n  username: epcheck\n  password: {password}\n",
+                etcd.endpoint()
+            ),
+            1,
+        )
+    };
+    let path = e.write("c.yaml", &with(WRONG_PASSWORD));
+    let p = path.to_str().unwrap();
+    for verbosity in ["-v", "-vvv"] {
+        let r = e.run(&[verbosity, "status", "-f", p]);
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(
+            !r.all().contains(WRONG_PASSWORD),
+            "{verbosity}: the password reached the output:\n{}",
+            r.all()
+        );
+        for foreign in [" tonic::", " h2::", " etcd_client::", " tower::"] {
+            assert!(
+                !r.stderr.contains(foreign),
+                "{verbosity}: {foreign} logging got through:\n{}",
+                r.stderr
+            );
+        }
+        assert!(r.stderr.contains("refused the credentials"), "{}", r.stderr);
+    }
+    // The daemon starts anyway (it must probe without its store) and says why etcd refuses.
+    let d = crate::daemon::Daemon::start_with_env(&e, p, &[("EPCHECK_LOG", "trace")]);
+    assert!(
+        d.wait_log(
+            "cannot connect to etcd yet",
+            std::time::Duration::from_secs(8)
+        )
+        .await,
+        "{}",
+        d.log()
+    );
+    let (_, _, log) = d.terminate().await;
+    assert!(!log.contains(WRONG_PASSWORD), "{log}");
+    assert!(log.contains("refused the credentials"), "{log}");
+    for foreign in [" tonic::", " h2::", " etcd_client::", " tower::"] {
+        assert!(
+            !log.contains(foreign),
+            "{foreign} logging got through:\n{log}"
+        );
+    }
+
+    // The right password reads the store (empty: nothing written yet).
+    let good = e.write("good.yaml", &with("the-right-one-7q"));
+    let r = e.run(&["status", "-f", good.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("\"store\": \"etcd\""), "{}", r.stdout);
+}
