@@ -9,52 +9,35 @@ use state_store::{
 use crate::server::RedisServer;
 use crate::{ats, event, target};
 
+/// What every store promises is in `tests/contract.rs`; here, what is Redis's own: records
+/// another writer broke are skipped, not fatal.
 #[tokio::test]
-async fn targets_applied_and_services_round_trip() {
+async fn records_that_do_not_parse_are_skipped() {
     let Some(redis) = RedisServer::start(&[]).await else {
         return;
     };
     let store = RedisStore::connect(redis.options()).await.unwrap();
     assert_eq!(store.kind(), "redis");
-    store.ping().await.unwrap();
-    assert!(store.load_targets("redis").await.unwrap().is_empty());
-    assert_eq!(store.load_applied("redis").await.unwrap(), None);
-
-    let b = target("redis", "node-02", Health::Down);
-    store.save_target("redis", &b).await.unwrap();
     store
         .save_targets(
             "redis",
             &[
-                target("", "node-01", Health::Up),
-                target("emqx", "e1", Health::Up),
+                target("redis", "node-01", Health::Up),
+                target("redis", "node-02", Health::Down),
             ],
         )
         .await
         .unwrap();
-    let loaded = store.load_targets("redis").await.unwrap();
-    let names: Vec<_> = loaded.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["e1", "node-01", "node-02"]);
-    assert_eq!(
-        loaded[1].service, "redis",
-        "an empty service is filled from the key"
-    );
-    assert_eq!(loaded[2], b);
-    assert!(store.remove_target("redis", "e1").await.unwrap());
-    assert!(!store.remove_target("redis", "e1").await.unwrap());
-
     let applied = AppliedRecord {
         schema: SCHEMA_VERSION,
         ready: vec!["198.51.100.10".into()],
-        not_ready: vec!["198.51.100.11".into()],
+        not_ready: Vec::new(),
         resource_version: Some("812".into()),
         applied_at: state_store::now_ms(),
     };
     store.save_applied("emqx", &applied).await.unwrap();
     assert_eq!(store.load_applied("emqx").await.unwrap(), Some(applied));
-    assert_eq!(store.services().await.unwrap(), ["emqx", "redis"]);
 
-    // Records another writer left behind that do not parse are skipped, not fatal.
     redis.cli(&["HSET", "epcheck:redis:targets", "broken", "{not json"]);
     redis.cli(&["SET", "epcheck:emqx:applied", "garbage"]);
     assert_eq!(store.load_targets("redis").await.unwrap().len(), 2);
