@@ -151,6 +151,7 @@ async fn failover(backend: &str, store_block: &str) {
         .await
         .expect("failover");
     let took = killed_at.elapsed();
+    eprintln!("{backend}: failover took {took:?} (lease {LEASE_MS} ms)");
     assert!(
         took <= Duration::from_millis(LEASE_MS + 2 * RETRY_MS + 1500),
         "failover took {took:?} (lease {LEASE_MS} ms)"
@@ -216,6 +217,7 @@ async fn a_leader_that_cannot_keep_its_etcd_lease_alive_steps_down() {
         .await;
     let took = paused_at.elapsed();
     etcd.resume();
+    eprintln!("the leader stepped down {took:?} after etcd froze (renew_deadline {RENEW_MS} ms)");
     assert!(
         stepped,
         "the leader kept leading without etcd:\n{}",

@@ -191,6 +191,7 @@ async fn an_outage_fails_calls_fast_and_the_store_comes_back_by_itself() {
         .await
         .unwrap_err();
     let took = started.elapsed();
+    eprintln!("a call while etcd is killed failed after {took:?}");
     assert!(err.is_transient(), "{}", shown(&err));
     assert!(
         took <= Duration::from_millis(2500),
@@ -199,7 +200,8 @@ async fn an_outage_fails_calls_fast_and_the_store_comes_back_by_itself() {
 
     // etcd comes back with its data; the same store works again without being rebuilt.
     etcd.restart().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let back = Instant::now();
+    let deadline = back + Duration::from_secs(10);
     loop {
         match store
             .save_target("redis", &target("redis", "b", Health::Down))
@@ -213,6 +215,10 @@ async fn an_outage_fails_calls_fast_and_the_store_comes_back_by_itself() {
             Err(e) => panic!("the store did not come back: {}", shown(&e)),
         }
     }
+    eprintln!(
+        "calls succeed again {:?} after etcd was healthy",
+        back.elapsed()
+    );
     assert_eq!(store.load_targets("redis").await.unwrap().len(), 2);
 
     // A frozen server (connections open, nothing answers) costs one command timeout.
@@ -220,6 +226,10 @@ async fn an_outage_fails_calls_fast_and_the_store_comes_back_by_itself() {
     let started = Instant::now();
     let err = store.ping().await.unwrap_err();
     etcd.resume();
+    eprintln!(
+        "a call to a frozen etcd failed after {:?}",
+        started.elapsed()
+    );
     assert!(err.is_transient(), "{}", shown(&err));
     assert!(
         started.elapsed() < Duration::from_secs(4),
