@@ -172,9 +172,9 @@ async fn etcd_election(
 }
 
 /// The board the replicas' consensus views go on (SPEC §9.1), if `consensus.enabled`: Leases
-/// labelled `epcheck.io/view-of=<name>` beside the election's Lease (also with `backend:
-/// etcd`, in the namespace the election would use for a Lease), or Redis keys under
-/// `<prefix>view:<name>:` with `backend: redis`.
+/// labelled `epcheck.io/view-of=<name>` beside the election's Lease, Redis keys under
+/// `<prefix>view:<name>:` with `backend: redis`, or etcd keys under `<prefix>_views/<name>/`
+/// bound to each replica's etcd lease with `backend: etcd`.
 ///
 /// # Errors
 ///
@@ -200,11 +200,29 @@ pub async fn consensus_board(
                 .map_err(LeaderError::Redis)?;
             Some(Arc::new(RedisBoard(store.views(&name))))
         }
-        LeaderBackendKind::Etcd { name } => {
-            let namespace = view_namespace(config, env, cwd);
-            Some(Arc::new(LeaseBoard::new(client.clone(), namespace, name)))
-        }
+        LeaderBackendKind::Etcd { name } => etcd_board(config, &name).await?,
     })
+}
+
+#[cfg(feature = "etcd")]
+async fn etcd_board(
+    config: &Config,
+    name: &str,
+) -> Result<Option<Arc<dyn ViewBoard>>, LeaderError> {
+    let etcd = config.etcd.as_ref().ok_or(LeaderError::NoEtcd)?;
+    let store = state_store::EtcdStore::new_lazy(crate::store::etcd_options(etcd))
+        .await
+        .map_err(LeaderError::Etcd)?;
+    let board = k8s_endpoints::consensus::EtcdBoard(store.views(name));
+    Ok(Some(Arc::new(board)))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn etcd_board(
+    _config: &Config,
+    _name: &str,
+) -> Result<Option<Arc<dyn ViewBoard>>, LeaderError> {
+    Err(LeaderError::NoEtcd)
 }
 
 #[cfg(test)]

@@ -492,7 +492,7 @@ async fn three_replicas_agree_through_redis() {
     three_replicas("redis", &block).await;
 }
 
-/// The etcd lock elects; the views go on Leases beside it.
+/// The etcd lock elects; the views are etcd keys bound to each replica's etcd lease.
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_agree_with_the_etcd_lock() {

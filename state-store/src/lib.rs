@@ -71,12 +71,14 @@ mod memory;
 pub mod record;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(any(feature = "redis", feature = "etcd"))]
+mod views;
 
 pub use error::{BackendError, Error, Result};
 #[cfg(feature = "etcd")]
 pub use etcd::{
     DEFAULT_ETCD_COMMAND_TIMEOUT, DEFAULT_ETCD_CONNECT_TIMEOUT, DEFAULT_ETCD_EVENTS_MAX_LEN,
-    DEFAULT_ETCD_KEY_PREFIX, EtcdLock, EtcdOptions, EtcdStore, MAX_ETCD_ENDPOINTS,
+    DEFAULT_ETCD_KEY_PREFIX, EtcdLock, EtcdOptions, EtcdStore, EtcdViews, MAX_ETCD_ENDPOINTS,
 };
 pub use memory::{DEFAULT_EVENT_CAPACITY, MemoryStore};
 pub use record::{
@@ -86,9 +88,10 @@ pub use record::{
 #[cfg(feature = "redis")]
 pub use redis::{
     DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EVENTS_MAX_LEN, DEFAULT_KEY_PREFIX,
-    DEFAULT_RECONNECT_MAX_DELAY, MAX_VIEW_REPLICAS, PostedView, RedisLock, RedisOptions,
-    RedisStore, RedisViews,
+    DEFAULT_RECONNECT_MAX_DELAY, RedisLock, RedisOptions, RedisStore, RedisViews,
 };
+#[cfg(any(feature = "redis", feature = "etcd"))]
+pub use views::{MAX_REPLICAS as MAX_VIEW_REPLICAS, PostedView};
 
 /// Storage for targets' health, the last addresses written per service, and transition history.
 ///

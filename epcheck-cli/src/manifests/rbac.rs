@@ -49,16 +49,6 @@ pub fn written_namespaces(
         access.lease = Some(config.leader_election.name.clone());
         access.views = config.consensus.enabled;
     }
-    // With the etcd lock the consensus views still go on Leases, in the namespace a Lease
-    // election would use; the election's own Lease is not needed.
-    let le = &config.leader_election;
-    if le.enabled && le.backend == LeaderBackend::Etcd && config.consensus.enabled {
-        let ns = le
-            .namespace
-            .clone()
-            .unwrap_or_else(|| own_namespace.to_string());
-        out.entry(ns).or_default().views = true;
-    }
     out
 }
 

@@ -306,28 +306,9 @@ impl ViewBoard for RedisBoard {
     }
 
     async fn read(&self) -> Result<Vec<Posted>, Error> {
-        let posted = self
-            .0
-            .read()
-            .await
-            .map_err(|e| self.fail("reading the views", e))?;
-        Ok(posted
-            .into_iter()
-            .map(|p| {
-                let expired = p.text.is_none();
-                let view = match p.text {
-                    Some(text) => for_replica(View::decode(&text), &p.replica),
-                    None => Err("expired".to_owned()),
-                };
-                Posted {
-                    replica: shown_replica(&p.replica),
-                    id: p.replica,
-                    view,
-                    change: None,
-                    expired,
-                }
-            })
-            .collect())
+        let posted = self.0.read().await;
+        let posted = posted.map_err(|e| self.fail("reading the views", e))?;
+        Ok(expiring(posted))
     }
 
     async fn withdraw(&self, replica: &str) -> Result<(), Error> {
@@ -342,6 +323,75 @@ impl ViewBoard for RedisBoard {
 
     fn describe(&self) -> String {
         format!("Redis keys named in {}", self.0.set_key())
+    }
+}
+
+/// Views a store expires by itself (a Redis key's TTL, an etcd lease), as [`Posted`]: a
+/// replica named without a view has expired.
+#[cfg(any(feature = "redis", feature = "etcd"))]
+fn expiring(posted: Vec<state_store::PostedView>) -> Vec<Posted> {
+    posted
+        .into_iter()
+        .map(|p| {
+            let expired = p.text.is_none();
+            let view = match p.text {
+                Some(text) => for_replica(View::decode(&text), &p.replica),
+                None => Err("expired".to_owned()),
+            };
+            Posted {
+                replica: shown_replica(&p.replica),
+                id: p.replica,
+                view,
+                change: None,
+                expired,
+            }
+        })
+        .collect()
+}
+
+/// Views in etcd keys bound to each replica's etcd lease (`leader_election.backend: etcd`):
+/// see [`state_store::EtcdViews`]. Freshness is the lease's TTL, kept by etcd's clock.
+#[cfg(feature = "etcd")]
+#[derive(Debug, Clone)]
+pub struct EtcdBoard(pub state_store::EtcdViews);
+
+#[cfg(feature = "etcd")]
+impl EtcdBoard {
+    fn fail(&self, op: &str, e: state_store::Error) -> Error {
+        Error::Lock {
+            lock: self.describe(),
+            problem: format!("{op} failed"),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+#[cfg(feature = "etcd")]
+#[async_trait::async_trait]
+impl ViewBoard for EtcdBoard {
+    async fn publish(&self, view: &View, ttl: Duration) -> Result<(), Error> {
+        let r = self.0.publish(&view.replica, &view.encode(), ttl).await;
+        r.map_err(|e| self.fail("publishing the view", e))
+    }
+
+    async fn read(&self) -> Result<Vec<Posted>, Error> {
+        let posted = self.0.read().await;
+        let posted = posted.map_err(|e| self.fail("reading the views", e))?;
+        Ok(expiring(posted))
+    }
+
+    async fn withdraw(&self, replica: &str) -> Result<(), Error> {
+        let r = self.0.withdraw(replica).await;
+        r.map_err(|e| self.fail("withdrawing the view", e))
+    }
+
+    async fn forget(&self, posted: &Posted) -> Result<(), Error> {
+        let r = self.0.forget(&posted.id).await;
+        r.map(|_| ()).map_err(|e| self.fail("forgetting a view", e))
+    }
+
+    fn describe(&self) -> String {
+        format!("etcd keys under {}", self.0.prefix())
     }
 }
 

@@ -77,7 +77,7 @@ impl EtcdLock {
         let seconds = lease_seconds(ttl)?;
         match self.read().await? {
             Some((holder, lease)) if holder == identity => {
-                let alive = self.keep_alive(lease).await?;
+                let alive = keep_alive(&self.store, &self.key, lease).await?;
                 self.set_held(alive.then_some(lease));
                 return Ok(alive);
             }
@@ -127,7 +127,7 @@ impl EtcdLock {
         let Some(lease) = self.held() else {
             return Ok(false);
         };
-        if !self.keep_alive(lease).await? {
+        if !keep_alive(&self.store, &self.key, lease).await? {
             self.set_held(None);
             return Ok(false);
         }
@@ -187,26 +187,6 @@ impl EtcdLock {
             .map(Duration::from_secs))
     }
 
-    /// One keep-alive round trip; whether the lease still lives.
-    async fn keep_alive(&self, lease: i64) -> Result<bool> {
-        let reply = self
-            .store
-            .call("LeaseKeepAlive", &self.key, |mut c| async move {
-                let once = async {
-                    let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
-                    keeper.keep_alive().await?;
-                    stream.message().await
-                };
-                match once.await {
-                    // An expired or revoked lease: an answer, not a failure.
-                    Err(e) if lease_gone(&e) => Ok(None),
-                    other => other,
-                }
-            })
-            .await?;
-        Ok(reply.is_some_and(|r| r.ttl() > 0))
-    }
-
     /// Revokes a lease, best effort (it expires by itself otherwise).
     async fn revoke(&self, lease: i64) {
         let revoked = self
@@ -221,6 +201,25 @@ impl EtcdLock {
     }
 }
 
+/// One keep-alive round trip on `lease` (for messages: `key`); whether the lease still lives.
+pub(super) async fn keep_alive(store: &EtcdStore, key: &str, lease: i64) -> Result<bool> {
+    let reply = store
+        .call("LeaseKeepAlive", key, |mut c| async move {
+            let once = async {
+                let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
+                keeper.keep_alive().await?;
+                stream.message().await
+            };
+            match once.await {
+                // An expired or revoked lease: an answer, not a failure.
+                Err(e) if lease_gone(&e) => Ok(None),
+                other => other,
+            }
+        })
+        .await?;
+    Ok(reply.is_some_and(|r| r.ttl() > 0))
+}
+
 /// Whether etcd said the lease does not exist (expired or revoked).
 fn lease_gone(error: &etcd_client::Error) -> bool {
     match error {
@@ -231,7 +230,7 @@ fn lease_gone(error: &etcd_client::Error) -> bool {
 }
 
 /// `ttl` in etcd's unit, whole seconds, rounded up so the key never lives shorter than asked.
-fn lease_seconds(ttl: Duration) -> Result<i64> {
+pub(super) fn lease_seconds(ttl: Duration) -> Result<i64> {
     if ttl.is_zero() {
         return Err(Error::EtcdOption {
             option: "ttl",

@@ -13,6 +13,7 @@ use crate::error::{BackendError, Error, Result};
 mod lock;
 mod options;
 mod store;
+mod views;
 
 pub use lock::EtcdLock;
 pub use options::{
@@ -22,6 +23,7 @@ pub use options::{
     DEFAULT_KEY_PREFIX as DEFAULT_ETCD_KEY_PREFIX, EtcdOptions,
     MAX_ENDPOINTS as MAX_ETCD_ENDPOINTS,
 };
+pub use views::EtcdViews;
 
 /// Slack on top of the command timeout for the outer guard of every call.
 const GUARD_SLACK: Duration = Duration::from_millis(250);
@@ -43,7 +45,9 @@ const LOG_REPEAT_EVERY: Duration = Duration::from_secs(60);
 ///   per transition, read in the order etcd created them; the oldest beyond `events_max_len`
 ///   are deleted after each append;
 /// - `epcheck/_services/<svc>` — one empty key per service written;
-/// - `epcheck/_lock/<name>` — the leader lock ([`EtcdLock`]), bound to an etcd lease.
+/// - `epcheck/_lock/<name>` — the leader lock ([`EtcdLock`]), bound to an etcd lease;
+/// - `epcheck/_views/<name>/view/<replica>` and `…/member/<replica>` — consensus views
+///   ([`EtcdViews`]).
 ///
 /// The `_` names cannot clash with a service: a Kubernetes Service name has no `_`.
 ///
@@ -220,6 +224,12 @@ impl EtcdStore {
     /// The leader lock `<prefix>_lock/<name>` on this connection.
     pub fn lock(&self, name: &str) -> EtcdLock {
         EtcdLock::new(self.clone(), format!("{}_lock/{name}", self.shared.prefix))
+    }
+
+    /// The consensus views of group `name` on this connection (SPEC §9.1), under
+    /// `<prefix>_views/<name>/`.
+    pub fn views(&self, name: &str) -> EtcdViews {
+        EtcdViews::new(self.clone(), name)
     }
 
     /// How many transitions the history holds now.

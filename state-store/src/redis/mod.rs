@@ -25,7 +25,7 @@ pub use options::{
     DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EVENTS_MAX_LEN, DEFAULT_KEY_PREFIX,
     DEFAULT_RECONNECT_MAX_DELAY, RedisOptions,
 };
-pub use views::{MAX_REPLICAS as MAX_VIEW_REPLICAS, PostedView, RedisViews};
+pub use views::RedisViews;
 
 /// How often a repeated connection error is logged at `warn`.
 const LOG_REPEAT_EVERY: Duration = Duration::from_secs(60);

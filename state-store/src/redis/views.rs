@@ -8,6 +8,7 @@ use fred::prelude::*;
 
 use super::RedisStore;
 use crate::error::{Error, Result};
+use crate::views::{MAX_REPLICAS, PostedView};
 
 /// Sets the view with its TTL and registers the replica, in one step.
 const PUBLISH: &str = r"
@@ -24,9 +25,6 @@ end
 return 0
 ";
 
-/// Most replicas read in one go; a set larger than this is cut (and said so by the count).
-pub const MAX_REPLICAS: usize = 256;
-
 /// The views of one consensus group: keys `<prefix>view:<name>:<replica>` (each with the TTL
 /// its replica gave it) and the set `<prefix>views:<name>` of the replicas that published.
 ///
@@ -35,15 +33,6 @@ pub const MAX_REPLICAS: usize = 256;
 pub struct RedisViews {
     store: RedisStore,
     name: String,
-}
-
-/// One replica named in the set, and its view if the key has not expired.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostedView {
-    /// The replica's identity.
-    pub replica: String,
-    /// The view's text; `None` once its TTL ran out.
-    pub text: Option<String>,
 }
 
 impl RedisViews {

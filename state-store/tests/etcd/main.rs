@@ -8,6 +8,7 @@
 mod connection;
 mod lock;
 mod store;
+mod views;
 
 use fixtures::etcd::EtcdServer;
 use state_store::{EtcdOptions, Health, TargetRecord};
