@@ -254,3 +254,37 @@ async fn a_lazy_store_starts_before_etcd_does() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// etcd's simple auth tokens expire (`--auth-token-ttl`, 300 s by default; 1 s here): a store
+/// left idle longer than that authenticates again by itself, the lock included.
+#[tokio::test]
+async fn an_expired_auth_token_is_renewed_by_itself() {
+    let Some(etcd) = EtcdServer::start_with_args(&["--auth-token-ttl=1"]).unwrap() else {
+        return;
+    };
+    etcd.enable_auth("epcheck", "t0ken-Pa55", "epcheck/")
+        .unwrap();
+    let store = EtcdStore::connect(EtcdOptions {
+        username: Some("epcheck".into()),
+        password: Some("t0ken-Pa55".into()),
+        ..options(&etcd)
+    })
+    .await
+    .unwrap();
+    let lock = store.lock("epcheck");
+    assert!(
+        lock.try_acquire("pod-a", Duration::from_secs(10))
+            .await
+            .unwrap()
+    );
+    // Idle well past the token's TTL (etcd checks expiry about every second).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    store
+        .save_target("redis", &target("redis", "a", Health::Up))
+        .await
+        .unwrap();
+    assert_eq!(store.load_targets("redis").await.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(lock.renew("pod-a", Duration::from_secs(10)).await.unwrap());
+    assert!(lock.release("pod-a").await.unwrap());
+}
