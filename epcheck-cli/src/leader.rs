@@ -16,7 +16,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use k8s_endpoints::consensus::{LeaseBoard, RedisBoard, ViewBoard};
+use k8s_endpoints::consensus::{ExpiringBoard, LeaseBoard, ViewBoard};
 
 use k8s_endpoints::election::{Election, ElectionConfig, RedisTtlLock, identity, lease_namespace};
 use k8s_endpoints::{Client, TokenLocation};
@@ -198,7 +198,7 @@ pub async fn consensus_board(
             let store = RedisStore::new_lazy(redis_options(redis))
                 .await
                 .map_err(LeaderError::Redis)?;
-            Some(Arc::new(RedisBoard(store.views(&name))))
+            Some(Arc::new(ExpiringBoard(store.views(&name))))
         }
         LeaderBackendKind::Etcd { name } => etcd_board(config, &name).await?,
     })
@@ -213,7 +213,7 @@ async fn etcd_board(
     let store = state_store::EtcdStore::new_lazy(crate::store::etcd_options(etcd))
         .await
         .map_err(LeaderError::Etcd)?;
-    let board = k8s_endpoints::consensus::EtcdBoard(store.views(name));
+    let board = ExpiringBoard(store.views(name));
     Ok(Some(Arc::new(board)))
 }
 

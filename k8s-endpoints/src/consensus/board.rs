@@ -280,95 +280,86 @@ fn bounded(text: &str, max: usize) -> String {
     format!("{keep}-{:08x}", hash & 0xffff_ffff)
 }
 
-/// Views in Redis keys with a TTL (`leader_election.backend: redis`): see
-/// [`state_store::RedisViews`]. Freshness is the key's TTL, kept by Redis's clock.
-#[cfg(feature = "redis")]
-#[derive(Debug, Clone)]
-pub struct RedisBoard(pub state_store::RedisViews);
-
-#[cfg(feature = "redis")]
-impl RedisBoard {
-    fn fail(&self, op: &str, e: state_store::Error) -> Error {
-        Error::Lock {
-            lock: self.describe(),
-            problem: format!("{op} failed"),
-            source: Some(Box::new(e)),
-        }
-    }
-}
-
-#[cfg(feature = "redis")]
-#[async_trait::async_trait]
-impl ViewBoard for RedisBoard {
-    async fn publish(&self, view: &View, ttl: Duration) -> Result<(), Error> {
-        let r = self.0.publish(&view.replica, &view.encode(), ttl).await;
-        r.map_err(|e| self.fail("publishing the view", e))
-    }
-
-    async fn read(&self) -> Result<Vec<Posted>, Error> {
-        let posted = self.0.read().await;
-        let posted = posted.map_err(|e| self.fail("reading the views", e))?;
-        Ok(expiring(posted))
-    }
-
-    async fn withdraw(&self, replica: &str) -> Result<(), Error> {
-        let r = self.0.withdraw(replica).await;
-        r.map_err(|e| self.fail("withdrawing the view", e))
-    }
-
-    async fn forget(&self, posted: &Posted) -> Result<(), Error> {
-        let r = self.0.forget(&posted.id).await;
-        r.map(|_| ()).map_err(|e| self.fail("forgetting a view", e))
-    }
-
-    fn describe(&self) -> String {
-        format!("Redis keys named in {}", self.0.set_key())
-    }
-}
-
-/// Views a store expires by itself (a Redis key's TTL, an etcd lease), as [`Posted`]: a
-/// replica named without a view has expired.
+/// A store's views that expire by themselves: Redis keys with a TTL
+/// ([`state_store::RedisViews`], feature `redis`) or etcd keys bound to a lease
+/// ([`state_store::EtcdViews`], feature `etcd`). Freshness is kept by the store's clock.
 #[cfg(any(feature = "redis", feature = "etcd"))]
-fn expiring(posted: Vec<state_store::PostedView>) -> Vec<Posted> {
-    posted
-        .into_iter()
-        .map(|p| {
-            let expired = p.text.is_none();
-            let view = match p.text {
-                Some(text) => for_replica(View::decode(&text), &p.replica),
-                None => Err("expired".to_owned()),
-            };
-            Posted {
-                replica: shown_replica(&p.replica),
-                id: p.replica,
-                view,
-                change: None,
-                expired,
-            }
-        })
-        .collect()
+#[async_trait::async_trait]
+pub trait ExpiringViews: std::fmt::Debug + Send + Sync + 'static {
+    /// Publishes `replica`'s view, expiring `ttl` from now.
+    async fn publish(&self, replica: &str, text: &str, ttl: Duration) -> state_store::Result<()>;
+    /// Every replica that published, with its view unless it expired.
+    async fn read(&self) -> state_store::Result<Vec<state_store::PostedView>>;
+    /// Removes `replica`'s view and name.
+    async fn withdraw(&self, replica: &str) -> state_store::Result<()>;
+    /// Drops `replica`'s name if its view expired.
+    async fn forget(&self, replica: &str) -> state_store::Result<bool>;
+    /// The keys, for messages.
+    fn describe(&self) -> String;
 }
 
-/// Views in etcd keys bound to each replica's etcd lease (`leader_election.backend: etcd`):
-/// see [`state_store::EtcdViews`]. Freshness is the lease's TTL, kept by etcd's clock.
-#[cfg(feature = "etcd")]
-#[derive(Debug, Clone)]
-pub struct EtcdBoard(pub state_store::EtcdViews);
+/// Implements [`ExpiringViews`] for a store's views type by calling its own methods.
+#[cfg(any(feature = "redis", feature = "etcd"))]
+macro_rules! expiring_views {
+    ($views:ty, $describe:expr) => {
+        #[async_trait::async_trait]
+        impl ExpiringViews for $views {
+            async fn publish(
+                &self,
+                replica: &str,
+                text: &str,
+                ttl: Duration,
+            ) -> state_store::Result<()> {
+                <$views>::publish(self, replica, text, ttl).await
+            }
+            async fn read(&self) -> state_store::Result<Vec<state_store::PostedView>> {
+                <$views>::read(self).await
+            }
+            async fn withdraw(&self, replica: &str) -> state_store::Result<()> {
+                <$views>::withdraw(self, replica).await
+            }
+            async fn forget(&self, replica: &str) -> state_store::Result<bool> {
+                <$views>::forget(self, replica).await
+            }
+            fn describe(&self) -> String {
+                let describe: fn(&$views) -> String = $describe;
+                describe(self)
+            }
+        }
+    };
+}
 
+#[cfg(feature = "redis")]
+expiring_views!(state_store::RedisViews, |v| format!(
+    "Redis keys named in {}",
+    v.set_key()
+));
 #[cfg(feature = "etcd")]
-impl EtcdBoard {
+expiring_views!(state_store::EtcdViews, |v| format!(
+    "etcd keys under {}",
+    v.prefix()
+));
+
+/// Views in a store that expires them by itself (`leader_election.backend: redis` or `etcd`):
+/// `ExpiringBoard(redis_store.views(name))`. A replica named without a view has expired.
+#[cfg(any(feature = "redis", feature = "etcd"))]
+#[derive(Debug, Clone)]
+pub struct ExpiringBoard<V>(pub V);
+
+#[cfg(any(feature = "redis", feature = "etcd"))]
+impl<V: ExpiringViews> ExpiringBoard<V> {
     fn fail(&self, op: &str, e: state_store::Error) -> Error {
         Error::Lock {
-            lock: self.describe(),
+            lock: self.0.describe(),
             problem: format!("{op} failed"),
             source: Some(Box::new(e)),
         }
     }
 }
 
-#[cfg(feature = "etcd")]
+#[cfg(any(feature = "redis", feature = "etcd"))]
 #[async_trait::async_trait]
-impl ViewBoard for EtcdBoard {
+impl<V: ExpiringViews> ViewBoard for ExpiringBoard<V> {
     async fn publish(&self, view: &View, ttl: Duration) -> Result<(), Error> {
         let r = self.0.publish(&view.replica, &view.encode(), ttl).await;
         r.map_err(|e| self.fail("publishing the view", e))
@@ -377,7 +368,23 @@ impl ViewBoard for EtcdBoard {
     async fn read(&self) -> Result<Vec<Posted>, Error> {
         let posted = self.0.read().await;
         let posted = posted.map_err(|e| self.fail("reading the views", e))?;
-        Ok(expiring(posted))
+        Ok(posted
+            .into_iter()
+            .map(|p| {
+                let expired = p.text.is_none();
+                let view = match p.text {
+                    Some(text) => for_replica(View::decode(&text), &p.replica),
+                    None => Err("expired".to_owned()),
+                };
+                Posted {
+                    replica: shown_replica(&p.replica),
+                    id: p.replica,
+                    view,
+                    change: None,
+                    expired,
+                }
+            })
+            .collect())
     }
 
     async fn withdraw(&self, replica: &str) -> Result<(), Error> {
@@ -391,7 +398,7 @@ impl ViewBoard for EtcdBoard {
     }
 
     fn describe(&self) -> String {
-        format!("etcd keys under {}", self.0.prefix())
+        self.0.describe()
     }
 }
 

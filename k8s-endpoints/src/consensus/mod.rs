@@ -13,8 +13,8 @@
 //!   changes and refreshed every `heartbeat`, so the steady state costs one write per replica
 //!   per heartbeat.
 //! * A [`ViewBoard`] stores the views: [`LeaseBoard`] puts each in a Lease of its own (as
-//!   node heartbeats do), `RedisBoard` in a key with a TTL, `EtcdBoard` in a key bound to an
-//!   etcd lease. No gossip between replicas.
+//!   node heartbeats do), or `ExpiringBoard` over a Redis key with a TTL or an etcd key bound
+//!   to an etcd lease. No gossip between replicas.
 //! * A view is fresh while it keeps changing within `ttl` — for a Lease, on the *reader's*
 //!   clock, counted from when it saw the Lease's `resourceVersion` change (never by comparing
 //!   `renewTime` across clocks); for Redis, by the key's TTL on Redis's clock.
@@ -34,10 +34,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use agent::{Agent, Views};
-#[cfg(feature = "etcd")]
-pub use board::EtcdBoard;
-#[cfg(feature = "redis")]
-pub use board::RedisBoard;
+#[cfg(any(feature = "redis", feature = "etcd"))]
+pub use board::{ExpiringBoard, ExpiringViews};
 pub use board::{LeaseBoard, Posted, VIEW_ANNOTATION, VIEW_LABEL, ViewBoard, lease_name};
 pub use tally::{Tally, Verdict};
 
