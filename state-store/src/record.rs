@@ -188,6 +188,32 @@ pub fn encode<T: Serialize>(record: &T, what: &'static str) -> crate::Result<Str
     serde_json::to_string(record).map_err(|source| crate::Error::Encode { what, source })
 }
 
+/// The target records of `service` from what a store holds, as (where, for messages; the
+/// text, `None` when it is not text): the ones that parse, with an empty service filled in,
+/// sorted by name.
+#[cfg(any(feature = "redis", feature = "etcd"))]
+pub(crate) fn target_records(
+    service: &str,
+    stored: impl IntoIterator<Item = (String, Option<String>)>,
+) -> Vec<TargetRecord> {
+    let mut records: Vec<TargetRecord> = stored
+        .into_iter()
+        .filter_map(|(key, raw)| {
+            let Some(raw) = raw else {
+                tracing::warn!(key = %key, "skipping a stored target that is not text");
+                return None;
+            };
+            let mut record: TargetRecord = decode(&raw, &key)?;
+            if record.service.is_empty() {
+                record.service = service.to_owned();
+            }
+            Some(record)
+        })
+        .collect();
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    records
+}
+
 /// Decodes a stored record, or logs a warning naming `key` and returns `None` when it does not
 /// parse. A record with a newer schema than this build knows is read best-effort (and logged
 /// at debug level).

@@ -5,7 +5,7 @@ use etcd_client::{GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 
 use super::{EtcdStore, text};
 use crate::error::Result;
-use crate::record::{decode, encode};
+use crate::record::{decode, encode, target_records};
 use crate::{AppliedRecord, StateStore, TargetRecord, TransitionEvent};
 
 /// Events read per page when filtering them by service.
@@ -60,24 +60,15 @@ impl StateStore for EtcdStore {
                 async move { c.get(k, Some(GetOptions::new().with_prefix())).await }
             })
             .await?;
-        let mut records: Vec<TargetRecord> = reply
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let key = String::from_utf8_lossy(kv.key());
-                let Some(raw) = text(kv.value()) else {
-                    tracing::warn!(key = %key, "skipping a stored target that is not text");
-                    return None;
-                };
-                let mut record: TargetRecord = decode(raw, &key)?;
-                if record.service.is_empty() {
-                    record.service = service.to_owned();
-                }
-                Some(record)
-            })
-            .collect();
-        records.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(records)
+        Ok(target_records(
+            service,
+            reply.kvs().iter().map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    text(kv.value()).map(str::to_owned),
+                )
+            }),
+        ))
     }
 
     async fn save_target(&self, service: &str, record: &TargetRecord) -> Result<()> {

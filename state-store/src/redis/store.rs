@@ -8,7 +8,7 @@ use fred::types::Value;
 
 use super::{RedisStore, text};
 use crate::error::Result;
-use crate::record::{decode, encode};
+use crate::record::{decode, encode, target_records};
 use crate::{AppliedRecord, StateStore, TargetRecord, TransitionEvent};
 
 /// Entries read per `XREVRANGE` page when filtering events by service.
@@ -42,22 +42,12 @@ impl StateStore for RedisStore {
         let fields: HashMap<String, Value> = self
             .run("HGETALL", &key, |c| async move { c.hgetall(k).await })
             .await?;
-        let mut records: Vec<TargetRecord> = fields
-            .into_iter()
-            .filter_map(|(name, value)| {
-                let raw = text(value);
-                if raw.is_none() {
-                    tracing::warn!(key = %key, field = %name, "skipping a stored target that is not text");
-                }
-                let mut record: TargetRecord = decode(&raw?, &format!("{key} {name}"))?;
-                if record.service.is_empty() {
-                    record.service = service.to_owned();
-                }
-                Some(record)
-            })
-            .collect();
-        records.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(records)
+        Ok(target_records(
+            service,
+            fields
+                .into_iter()
+                .map(|(name, value)| (format!("{key} {name}"), text(value))),
+        ))
     }
 
     async fn save_target(&self, service: &str, record: &TargetRecord) -> Result<()> {
