@@ -88,22 +88,16 @@ pub fn backend_kind(config: &Config, env: &dyn Environment, cwd: &Path) -> Leade
         LeaderBackend::Redis => LeaderBackendKind::Redis { name },
         LeaderBackend::Etcd => LeaderBackendKind::Etcd { name },
         LeaderBackend::Lease => {
-            let namespace = view_namespace(config, env, cwd);
+            let namespace = le.namespace.clone().unwrap_or_else(|| {
+                let token = TokenLocation::from_setting(&config.token_file)
+                    .candidates(cwd)
+                    .into_iter()
+                    .find(|p| p.is_file());
+                lease_namespace(&|k| env.var(k), token.as_deref())
+            });
             LeaderBackendKind::Lease { namespace, name }
         }
     }
-}
-
-/// The namespace of the election's Lease, and of the consensus views' Leases: configured, else
-/// `POD_NAMESPACE`, the token's `namespace` file, `default`.
-pub fn view_namespace(config: &Config, env: &dyn Environment, cwd: &Path) -> String {
-    config.leader_election.namespace.clone().unwrap_or_else(|| {
-        let token = TokenLocation::from_setting(&config.token_file)
-            .candidates(cwd)
-            .into_iter()
-            .find(|p| p.is_file());
-        lease_namespace(&|k| env.var(k), token.as_deref())
-    })
 }
 
 /// The election settings of `config` for `identity`.

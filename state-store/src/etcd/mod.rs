@@ -115,17 +115,7 @@ impl EtcdStore {
             .first_connection(&resolved, options.connect_timeout)
             .await?;
         store.shared.set_client(client);
-        let probe = store.services_prefix();
-        let keys = etcd_client::GetOptions::new()
-            .with_prefix()
-            .with_keys_only()
-            .with_limit(1);
-        store
-            .call("Range", &probe, |mut c| {
-                let k = probe.clone();
-                async move { c.get(k, Some(keys)).await }
-            })
-            .await?;
+        crate::StateStore::ping(&store).await?;
         Ok(store)
     }
 
