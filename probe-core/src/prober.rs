@@ -73,7 +73,9 @@ impl Default for ProberOptions {
 /// Every probe, from [`probe`](Prober::probe) or from a round, also takes a permit from one
 /// semaphore shared by all clones of a prober, so `concurrency` holds across callers (a scheduler
 /// probing single targets while a round runs); inside a round the permit is never contended and
-/// costs one atomic operation.
+/// costs one atomic operation. A [`Scheduler`](crate::Scheduler) runs a prober's plain connect
+/// checks in its own loop ([`Probe::plain_connect`](crate::Probe::plain_connect)): those count
+/// against the scheduler's concurrency, not the prober's.
 #[derive(Clone, Debug)]
 pub struct Prober {
     inner: Arc<Inner>,

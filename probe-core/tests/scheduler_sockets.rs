@@ -136,3 +136,158 @@ async fn hanging_target_is_down_after_its_timeout() {
     assert_eq!(event.outcome.failure_kind(), Some(FailureKind::Timeout));
     run.stop().await;
 }
+
+/// Runs `targets` with `check` until every one of them has reported `rounds` results.
+async fn results(targets: &[(&str, SocketAddr)], check: Check, rounds: usize) -> Vec<ProbeEvent> {
+    let mut scheduler = Scheduler::new(16);
+    let check = Arc::new(check);
+    for (name, addr) in targets {
+        let tracker = HealthTracker::new(1, 1);
+        scheduler.add(target(name, *addr), Arc::clone(&check), tracker, OPTS);
+    }
+    let (tx, mut events) = mpsc::channel(256);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(scheduler.run(tx, async {
+        let _ = stopped.await;
+    }));
+    let mut seen = Vec::new();
+    let wait = async {
+        while let Some(event) = events.recv().await {
+            seen.push(event);
+            let done = targets.iter().all(|(name, _)| {
+                seen.iter().filter(|e| &*e.target.name == *name).count() >= rounds
+            });
+            if done {
+                return;
+            }
+        }
+    };
+    timeout(PATIENCE, wait).await.unwrap();
+    let _ = stop.send(());
+    timeout(Duration::from_secs(1), task)
+        .await
+        .unwrap()
+        .unwrap();
+    seen
+}
+
+/// Plain connect checks run in the scheduler's own loop (issue 15); what they report must be
+/// what the prober reports for the same target: up with a latency, refused, timed out after the
+/// target's timeout, with the same messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_connects_report_what_the_prober_reports() {
+    let accepting = AcceptingTarget::start().await.unwrap();
+    let mut refusing = ToggleTarget::start().await.unwrap();
+    refusing.refuse().await;
+    let hanging = HangingTarget::start().await.unwrap();
+    let targets = [
+        ("accepting", accepting.addr()),
+        ("refusing", refusing.addr()),
+        ("hanging", hanging.addr()),
+    ];
+    let seen = results(&targets, Check::tcp(), 3).await;
+    let prober = probe_core::Prober::new(probe_core::ProberOptions {
+        timeout: OPTS.timeout,
+        concurrency: 4,
+    });
+    for (name, addr) in targets {
+        let direct: Vec<_> = seen.iter().filter(|e| &*e.target.name == name).collect();
+        let through_prober = prober.probe(&target(name, addr), &Check::tcp()).await;
+        for event in direct {
+            assert_eq!(event.outcome.up, through_prober.up, "{name}: {event:?}");
+            assert_eq!(
+                event.outcome.error.as_ref().map(ToString::to_string),
+                through_prober.error.as_ref().map(ToString::to_string),
+                "{name}"
+            );
+            if name == "hanging" {
+                // The timeout counts from the probe's start, not from a later poll.
+                assert!(event.outcome.latency >= OPTS.timeout, "{event:?}");
+                assert!(event.outcome.latency < OPTS.timeout * 3, "{event:?}");
+            }
+        }
+    }
+    assert!(accepting.accepted() >= 3, "full handshakes are accepted");
+}
+
+/// A half-open check through the scheduler: up, and the target's application never accepts a
+/// connection; over IPv6 too, where the machine has `::1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_plain_connects_are_never_accepted() {
+    let v4 = AcceptingTarget::start().await.unwrap();
+    let v6 = std::net::TcpListener::bind("[::1]:0").ok();
+    let mut targets = vec![("v4", v4.addr())];
+    if let Some(listener) = &v6 {
+        targets.push(("v6", listener.local_addr().unwrap()));
+    } else {
+        eprintln!("no ::1 on this machine: IPv6 not checked");
+    }
+    let check = Check::Tcp(probe_core::TcpCheck {
+        half_open: true,
+        ..probe_core::TcpCheck::connect()
+    });
+    let seen = results(&targets, check, 3).await;
+    assert!(seen.iter().all(|e| e.outcome.up), "{seen:?}");
+    assert_eq!(v4.accepted(), 0, "a half-open check must never be accepted");
+    if let Some(listener) = v6 {
+        listener.set_nonblocking(true).unwrap();
+        assert!(
+            listener.accept().is_err(),
+            "nothing reached the IPv6 accept queue"
+        );
+    }
+}
+
+/// Targets with different timeouts in one scheduler: each plain connect times out after its
+/// own target's timeout, whichever started first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_plain_connect_times_out_after_its_own_timeout() {
+    let hanging = HangingTarget::start().await.unwrap();
+    let mut scheduler = Scheduler::new(16);
+    let check = Arc::new(Check::tcp());
+    let timeouts = [("slow", 300), ("quick", 60)];
+    for (name, ms) in timeouts {
+        let opts = ScheduleOptions {
+            timeout: Duration::from_millis(ms),
+            jitter: 0.0,
+            ..OPTS
+        };
+        let tracker = HealthTracker::new(1, 1);
+        scheduler.add(
+            target(name, hanging.addr()),
+            Arc::clone(&check),
+            tracker,
+            opts,
+        );
+    }
+    let (tx, mut events) = mpsc::channel(64);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(scheduler.run(tx, async {
+        let _ = stopped.await;
+    }));
+    let mut first = std::collections::HashMap::new();
+    while first.len() < 2 {
+        let event = timeout(PATIENCE, events.recv()).await.unwrap().unwrap();
+        first.entry(event.target.name.to_string()).or_insert(event);
+    }
+    let _ = stop.send(());
+    timeout(Duration::from_secs(1), task)
+        .await
+        .unwrap()
+        .unwrap();
+    for (name, ms) in timeouts {
+        let event = &first[name];
+        let want = Duration::from_millis(ms);
+        assert_eq!(
+            event.outcome.failure_kind(),
+            Some(FailureKind::Timeout),
+            "{event:?}"
+        );
+        assert!(event.outcome.latency >= want, "{name}: {event:?}");
+        // Below 300 ms for the quick one: it must not wait behind the slow one's deadline.
+        assert!(
+            event.outcome.latency < want + Duration::from_millis(200),
+            "{name}: {event:?}"
+        );
+    }
+}

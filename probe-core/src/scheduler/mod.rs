@@ -73,12 +73,20 @@
 //! # How it runs
 //!
 //! One shard per runtime worker thread (as in [`Prober`]'s rounds), each a single task owning a
-//! share of the targets: a binary heap of due times driven by one `sleep_until`, a
-//! `FuturesUnordered` of its probes in flight and its queue of events. Permits come from one
-//! semaphore shared by the shards. Nothing is logged per probe and nothing is allocated per
-//! successful probe but the probe's slot in the `FuturesUnordered`. On a current-thread runtime
-//! (and so under `#[tokio::test(start_paused = true)]`) the one shard runs inside `run` itself.
+//! share of the targets: a binary heap of due times driven by one `sleep_until`, its probes in
+//! flight and its queue of events. Permits come from one semaphore shared by the shards. Nothing
+//! is logged per probe. On a current-thread runtime (and so under
+//! `#[tokio::test(start_paused = true)]`) the one shard runs inside `run` itself.
+//!
+//! Probes in flight are of two kinds. Plain TCP connect checks, the check most targets use
+//! ([`Probe::plain_connect`]), run in the shard's own connector on Linux: a non-blocking
+//! `connect` on an epoll instance of the shard's, registered once with the runtime, with the
+//! timeouts kept by the shard's timer; nothing is allocated for them and the runtime sees no
+//! socket (issue 15: about a tenth less CPU per probe than a future each). Every other probe is
+//! a future of the [`Probe`] in a `FuturesUnordered`, whose slot is its one allocation.
 
+#[cfg(target_os = "linux")]
+mod connector;
 mod probe;
 mod shard;
 mod timetable;

@@ -11,6 +11,8 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Duration, Instant};
 
 use super::ProbeEvent;
+#[cfg(target_os = "linux")]
+use super::connector::Connector;
 use super::probe::Probe;
 use super::timetable::{Done, Launch, Timetable};
 
@@ -99,6 +101,73 @@ fn launch<P: Probe>(
     }
 }
 
+/// The shard's own plain connects ([`Connector`]), where the platform has them.
+#[cfg(target_os = "linux")]
+type Direct = Option<Connector>;
+#[cfg(not(target_os = "linux"))]
+type Direct = Option<std::convert::Infallible>;
+
+/// Starts `started` in the connector when it is a plain connect (a result known at once goes to
+/// `finished`); otherwise gives it back, to run as a future of `probe`.
+#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
+fn start_direct<P: Probe>(
+    probe: &P,
+    direct: &mut Direct,
+    started: Launch,
+    permit: OwnedSemaphorePermit,
+    finished: &mut Vec<Done>,
+) -> Option<(Launch, OwnedSemaphorePermit)> {
+    #[cfg(target_os = "linux")]
+    if let Some(connector) = direct.as_mut()
+        && let Some(half_open) = probe.plain_connect(&started.check)
+    {
+        let addr = started.target.addr();
+        let timeout = started.timeout;
+        if let Some(done) = connector.start(addr, half_open, started, timeout, permit) {
+            finished.push(done);
+        }
+        return None;
+    }
+    Some((started, permit))
+}
+
+/// Waits until a plain connect finishes and collects the finished ones into `finished`; never,
+/// while none is in flight. `false`: the runtime is shutting down.
+#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
+async fn collect_direct(direct: &mut Direct, finished: &mut Vec<Done>) -> bool {
+    match direct.as_mut() {
+        #[cfg(target_os = "linux")]
+        Some(connector) if !connector.is_empty() => connector.collect(finished).await.is_ok(),
+        _ => std::future::pending().await,
+    }
+}
+
+/// Creates the shard's connector. Without one (no I/O driver in the runtime, no descriptor left
+/// for an epoll instance) every probe runs as a future of the [`Probe`].
+fn new_direct() -> Direct {
+    #[cfg(target_os = "linux")]
+    {
+        Connector::new().ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// Feeds finished probes to the timetable and their events to the outbox.
+fn complete(
+    table: &mut Timetable,
+    outbox: &mut Outbox,
+    finished: &mut Vec<Done>,
+    now: Instant,
+) -> Result<(), Closed> {
+    for done in finished.drain(..) {
+        outbox.push(table.complete(done, now))?;
+    }
+    Ok(())
+}
+
 /// Waits for a permit. The `Arc` is cloned only when polled: `select!` builds every branch's
 /// future on each pass of the loop, even a disabled one.
 async fn acquire(permits: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, AcquireError> {
@@ -115,6 +184,8 @@ pub(super) async fn run<P: Probe>(
 ) {
     let mut outbox = Outbox::new(events.clone());
     let mut running = FuturesUnordered::new();
+    let mut direct = new_direct();
+    let mut finished = Vec::new();
     for event in table.static_events(Instant::now()) {
         if outbox.push(event).is_err() {
             return;
@@ -125,24 +196,45 @@ pub(super) async fn run<P: Probe>(
 
     loop {
         let now = Instant::now();
+        #[cfg(target_os = "linux")]
+        if let Some(connector) = direct.as_mut() {
+            connector.expire(now, &mut finished);
+        }
         if !outbox.is_full() {
             table.pop_due(now);
             while table.has_ready() {
                 let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                     break;
                 };
-                if let Some(started) = table.start_next(now) {
+                if let Some(started) = table.start_next(now)
+                    && let Some((started, permit)) =
+                        start_direct(&*probe, &mut direct, started, permit, &mut finished)
+                {
                     running.push(launch(&probe, started, permit));
                 }
             }
         }
-        let deadline = table.next_deadline();
-        if let Some(deadline) = deadline
+        // Timeouts, and connects that failed at once (a refusal on loopback, no descriptor).
+        if complete(&mut table, &mut outbox, &mut finished, now).is_err() {
+            return;
+        }
+        let starting = !outbox.is_full();
+        // A full outbox stops new probes, not the timeouts of those in flight.
+        let due = if starting {
+            table.next_deadline()
+        } else {
+            None
+        };
+        #[cfg(target_os = "linux")]
+        let due = match (due, direct.as_mut().and_then(Connector::next_deadline)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(deadline) = due
             && sleep.deadline() != deadline
         {
             sleep.as_mut().reset(deadline);
         }
-        let starting = !outbox.is_full();
 
         tokio::select! {
             biased;
@@ -150,6 +242,11 @@ pub(super) async fn run<P: Probe>(
             Some(done) = running.next() => {
                 let event = table.complete(done, Instant::now());
                 if outbox.push(event).is_err() {
+                    return;
+                }
+            }
+            alive = collect_direct(&mut direct, &mut finished) => {
+                if !alive || complete(&mut table, &mut outbox, &mut finished, Instant::now()).is_err() {
                     return;
                 }
             }
@@ -166,11 +263,13 @@ pub(super) async fn run<P: Probe>(
             permit = acquire(&permits), if starting && table.has_ready() => {
                 if let Ok(permit) = permit
                     && let Some(started) = table.start_next(Instant::now())
+                    && let Some((started, permit)) =
+                        start_direct(&*probe, &mut direct, started, permit, &mut finished)
                 {
                     running.push(launch(&probe, started, permit));
                 }
             }
-            () = &mut sleep, if starting && deadline.is_some() => {}
+            () = &mut sleep, if due.is_some() => {}
             // Nothing in flight, nothing armed (a shard of static targets): wait to be dropped.
             else => std::future::pending::<()>().await,
         }
