@@ -177,3 +177,41 @@ async fn shards_share_the_concurrency_cap() {
     }
     assert_eq!(events.len() + log.cancelled, log.starts.len());
 }
+
+/// A scheduler whose probe makes no plain connects needs no I/O driver: the shard's connector
+/// (issue 15) is opened at the first plain connect only, so an embedder's runtime with timers
+/// alone runs scripted probes as before.
+#[test]
+fn a_runtime_without_io_runs_probes_that_make_no_plain_connect() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let probe = probe_core::probe_fn(|_, _, _| async {
+            sleep(5 * MS).await;
+            probe_core::ProbeOutcome::up(5 * MS)
+        });
+        let mut scheduler = probe_core::Scheduler::with_probe(8, probe);
+        let target = probe_core::Target::new("svc", "a", "127.0.0.1".parse().unwrap(), 1);
+        let check = std::sync::Arc::new(probe_core::Check::tcp());
+        scheduler.add(
+            target,
+            check,
+            HealthTracker::new(1, 1),
+            opts(100, 20, 0.0, 50),
+        );
+        let (tx, mut rx) = mpsc::channel(8);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(scheduler.run(tx, async {
+            let _ = stopped.await;
+        }));
+        let event = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(event.outcome.up, "{event:?}");
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    });
+}

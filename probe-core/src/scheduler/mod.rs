@@ -80,12 +80,16 @@
 //!
 //! Probes in flight are of two kinds. Plain TCP connect checks, the check most targets use
 //! ([`Probe::plain_connect`]), run in the shard's own connector on Linux: a non-blocking
-//! `connect` on an epoll instance of the shard's, registered once with the runtime, with the
-//! timeouts kept by the shard's timer; nothing is allocated for them and the runtime sees no
-//! socket (issue 15: about a tenth less CPU per probe than a future each). Every other probe is
-//! a future of the [`Probe`] in a `FuturesUnordered`, whose slot is its one allocation.
+//! `connect` on a socket used again and again, in an epoll instance of the shard's registered
+//! once with the runtime, with the timeouts kept by the shard's timer. Nothing is allocated, and
+//! no socket made or closed, per probe, and the runtime sees none of it (issue 15; BENCHMARKS.md).
+//! Every other probe is a future of the [`Probe`] in a `FuturesUnordered`, whose slot is its one
+//! allocation.
 
 #[cfg(target_os = "linux")]
+mod connector;
+#[cfg(not(target_os = "linux"))]
+#[path = "no_connector.rs"]
 mod connector;
 mod probe;
 mod shard;

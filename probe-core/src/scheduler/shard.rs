@@ -11,7 +11,6 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Duration, Instant};
 
 use super::ProbeEvent;
-#[cfg(target_os = "linux")]
 use super::connector::Connector;
 use super::probe::Probe;
 use super::timetable::{Done, Launch, Timetable};
@@ -101,15 +100,48 @@ fn launch<P: Probe>(
     }
 }
 
-/// The shard's own plain connects ([`Connector`]), where the platform has them.
-#[cfg(target_os = "linux")]
-type Direct = Option<Connector>;
-#[cfg(not(target_os = "linux"))]
-type Direct = Option<std::convert::Infallible>;
+/// The shard's own plain connects ([`Connector`]), where the platform has them: opened at the
+/// first plain connect (a shard of other checks never makes one), and given up for good if that
+/// fails (no descriptor left for an epoll instance), every probe then running as a future.
+#[derive(Default)]
+enum Direct {
+    #[default]
+    Unopened,
+    Open(Box<Connector>),
+    Unavailable,
+}
+
+impl Direct {
+    /// The connector, opening it first if need be; `None` where there is none.
+    fn open(&mut self) -> Option<&mut Connector> {
+        #[cfg(target_os = "linux")]
+        {
+            if matches!(self, Direct::Unopened) {
+                *self = Connector::new().map_or(Direct::Unavailable, |c| Direct::Open(Box::new(c)));
+            }
+            match self {
+                Direct::Open(connector) => Some(connector),
+                _ => None,
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            *self = Direct::Unavailable;
+            None
+        }
+    }
+
+    /// The connector, if one is open.
+    fn get(&mut self) -> Option<&mut Connector> {
+        match self {
+            Direct::Open(connector) => Some(connector),
+            _ => None,
+        }
+    }
+}
 
 /// Starts `started` in the connector when it is a plain connect (a result known at once goes to
 /// `finished`); otherwise gives it back, to run as a future of `probe`.
-#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
 fn start_direct<P: Probe>(
     probe: &P,
     direct: &mut Direct,
@@ -117,9 +149,8 @@ fn start_direct<P: Probe>(
     permit: OwnedSemaphorePermit,
     finished: &mut Vec<Done>,
 ) -> Option<(Launch, OwnedSemaphorePermit)> {
-    #[cfg(target_os = "linux")]
-    if let Some(connector) = direct.as_mut()
-        && let Some(half_open) = probe.plain_connect(&started.check)
+    if let Some(half_open) = probe.plain_connect(&started.check)
+        && let Some(connector) = direct.open()
     {
         let addr = started.target.addr();
         let timeout = started.timeout;
@@ -133,25 +164,10 @@ fn start_direct<P: Probe>(
 
 /// Waits until a plain connect finishes and collects the finished ones into `finished`; never,
 /// while none is in flight. `false`: the runtime is shutting down.
-#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
 async fn collect_direct(direct: &mut Direct, finished: &mut Vec<Done>) -> bool {
-    match direct.as_mut() {
-        #[cfg(target_os = "linux")]
+    match direct.get() {
         Some(connector) if !connector.is_empty() => connector.collect(finished).await.is_ok(),
         _ => std::future::pending().await,
-    }
-}
-
-/// Creates the shard's connector. Without one (no I/O driver in the runtime, no descriptor left
-/// for an epoll instance) every probe runs as a future of the [`Probe`].
-fn new_direct() -> Direct {
-    #[cfg(target_os = "linux")]
-    {
-        Connector::new().ok()
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        None
     }
 }
 
@@ -184,7 +200,7 @@ pub(super) async fn run<P: Probe>(
 ) {
     let mut outbox = Outbox::new(events.clone());
     let mut running = FuturesUnordered::new();
-    let mut direct = new_direct();
+    let mut direct = Direct::default();
     let mut finished = Vec::new();
     for event in table.static_events(Instant::now()) {
         if outbox.push(event).is_err() {
@@ -196,8 +212,7 @@ pub(super) async fn run<P: Probe>(
 
     loop {
         let now = Instant::now();
-        #[cfg(target_os = "linux")]
-        if let Some(connector) = direct.as_mut() {
+        if let Some(connector) = direct.get() {
             connector.expire(now, &mut finished);
         }
         if !outbox.is_full() {
@@ -225,8 +240,7 @@ pub(super) async fn run<P: Probe>(
         } else {
             None
         };
-        #[cfg(target_os = "linux")]
-        let due = match (due, direct.as_mut().and_then(Connector::next_deadline)) {
+        let due = match (due, direct.get().and_then(Connector::next_deadline)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
