@@ -151,8 +151,12 @@ impl Connector {
             }
         };
         let Some(conn) = self.conns.get_mut(slot) else {
-            // `socket_for` returns a slot it holds; nothing to do if that ever failed.
-            return None;
+            // `socket_for` returns a slot it holds; should that ever fail, the probe still ends.
+            let error = ProbeError::new(FailureKind::Other, "the connector lost its socket");
+            return Some(at_once(
+                launch,
+                ProbeOutcome::down(started.elapsed(), error),
+            ));
         };
         if half_open {
             // Per connect: dissolving the last connection reset the option. Failing to set it
