@@ -64,14 +64,27 @@ struct Pending {
 
 impl Pending {
     fn done(self, outcome: ProbeOutcome) -> Done {
-        Done {
-            idx: self.launch.idx,
-            target: self.launch.target,
-            started: self.launch.started,
-            skipped: self.launch.skipped,
-            outcome,
-        }
+        done(self.launch, outcome)
     }
+}
+
+/// The result of `launch`'s probe, for the shard.
+fn done(launch: Launch, outcome: ProbeOutcome) -> Done {
+    Done {
+        idx: launch.idx,
+        target: launch.target,
+        started: launch.started,
+        skipped: launch.skipped,
+        outcome,
+    }
+}
+
+/// Whether the socket in `slot` is still connecting for the connect numbered `seq`.
+fn is_live(conns: &Slab<Conn>, slot: usize, seq: u64) -> bool {
+    conns
+        .get(slot)
+        .and_then(|c| c.pending.as_ref())
+        .is_some_and(|p| p.seq == seq)
 }
 
 /// A socket of the connector, in its epoll under its slot's token for its whole life.
@@ -136,27 +149,17 @@ impl Connector {
         permit: OwnedSemaphorePermit,
     ) -> Option<Done> {
         let started = launch.started;
-        let at_once = |launch: Launch, outcome: ProbeOutcome| Done {
-            idx: launch.idx,
-            target: launch.target,
-            started,
-            skipped: launch.skipped,
-            outcome,
-        };
         let slot = match self.socket_for(addr) {
             Ok(slot) => slot,
             Err(e) => {
                 let outcome = ProbeOutcome::down(started.elapsed(), ProbeError::from_connect(&e));
-                return Some(at_once(launch, outcome));
+                return Some(done(launch, outcome));
             }
         };
         let Some(conn) = self.conns.get_mut(slot) else {
             // `socket_for` returns a slot it holds; should that ever fail, the probe still ends.
             let error = ProbeError::new(FailureKind::Other, "the connector lost its socket");
-            return Some(at_once(
-                launch,
-                ProbeOutcome::down(started.elapsed(), error),
-            ));
+            return Some(done(launch, ProbeOutcome::down(started.elapsed(), error)));
         };
         if half_open {
             // Per connect: dissolving the last connection reset the option. Failing to set it
@@ -171,7 +174,7 @@ impl Connector {
                     Err(e) => ProbeOutcome::down(started.elapsed(), ProbeError::from_connect(&e)),
                 };
                 self.release(slot);
-                return Some(at_once(launch, outcome));
+                return Some(done(launch, outcome));
             }
         }
         self.seq = self.seq.wrapping_add(1);
@@ -236,13 +239,12 @@ impl Connector {
         }
     }
 
-    /// Ends the connect of `slot`, if it is the one of `seq` (any one when `None`).
-    fn finish(&mut self, slot: usize, seq: Option<u64>) -> Option<Pending> {
-        let conn = self.conns.get_mut(slot)?;
-        if seq.is_some_and(|seq| conn.pending.as_ref().map(|p| p.seq) != Some(seq)) {
+    /// Ends the connect of `slot`, if it is the one numbered `seq`.
+    fn finish(&mut self, slot: usize, seq: u64) -> Option<Pending> {
+        if !is_live(&self.conns, slot, seq) {
             return None;
         }
-        let pending = conn.pending.take()?;
+        let pending = self.conns.get_mut(slot)?.pending.take()?;
         self.busy -= 1;
         Some(pending)
     }
@@ -250,18 +252,12 @@ impl Connector {
     /// The earliest deadline of a connect in flight.
     pub(super) fn next_deadline(&mut self) -> Option<Instant> {
         let conns = &self.conns;
-        let live = |slot: usize, seq: u64| {
-            conns
-                .get(slot)
-                .and_then(|c| c.pending.as_ref())
-                .is_some_and(|p| p.seq == seq)
-        };
         self.deadlines
             .iter_mut()
             .filter_map(|(_, queue)| {
                 // Drop the fronts whose connects are over.
                 while let Some(&(deadline, slot, seq)) = queue.front() {
-                    if live(slot, seq) {
+                    if is_live(conns, slot, seq) {
                         return Some(deadline);
                     }
                     queue.pop_front();
@@ -286,7 +282,7 @@ impl Connector {
         // A timeout value no target uses any more (targets come and go) leaves its queue.
         self.deadlines.retain(|(_, queue)| !queue.is_empty());
         for (slot, seq) in due {
-            if let Some(pending) = self.finish(slot, Some(seq)) {
+            if let Some(pending) = self.finish(slot, seq) {
                 self.release(slot);
                 let outcome = ProbeOutcome::down(
                     now.saturating_duration_since(pending.launch.started),
